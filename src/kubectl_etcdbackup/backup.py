@@ -1,0 +1,195 @@
+"""etcd -> store: stream Maintenance.Snapshot, check etcd's hash, zstd, seal frames, upload; then verify
+and write the manifest (the commit point). No temporary copy of the snapshot is made while streaming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import zstandard
+
+from . import __version__
+from .catalog import save_manifest
+from .errors import EtcdBackupError, EtcdUnavailable, UsageError
+from .etcd.client import EndpointStatus, EtcdClient, TLSFiles, connect_healthy
+from .format import CIPHER_NAMES, CODEC_NONE, CODEC_ZSTD, DEFAULT_FRAME_SIZE, FrameSealer
+from .manifest import SnapshotManifest, format_time, new_snapshot_id, object_name
+from .progress import transfer_progress
+from .snapshot_hash import SnapshotHashCheck
+from .stores import Store
+
+VERIFY_MODES = ("hash", "status", "restore")
+_QUEUE_DEPTH = 64  # x 32 KiB etcd messages: bounded read-ahead
+
+
+@dataclass
+class BackupOptions:
+    endpoints: list[str]
+    store: Store
+    key: bytes | None
+    tls: TLSFiles | None = None
+    compression_level: int = 3
+    compress: bool = True
+    frame_size: int = DEFAULT_FRAME_SIZE
+    dial_timeout: float = 5.0
+    command_timeout: float = 1800.0
+    verify: str = "status"  # hash: etcd's stream hash only; status: + read back and `snapshot status`;
+    #                         restore: + a test restore into a scratch dir
+    work_dir: str | None = None
+    id_prefix: str = "etcd"
+    progress: bool | None = None
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+def _read_ahead(stream: Iterator[bytes]) -> Iterator[bytes]:
+    """Pull gRPC messages on a thread so network receive overlaps compression and encryption."""
+    q: queue.Queue[tuple[str, object]] = queue.Queue(_QUEUE_DEPTH)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in stream:
+                while not stop.is_set():
+                    try:
+                        q.put(("data", item), timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(("error", e))
+
+    t = threading.Thread(target=pump, name="etcd-snapshot-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "data":
+                yield item  # type: ignore[misc]
+            elif kind == "end":
+                return
+            else:
+                raise item  # type: ignore[misc]
+    finally:
+        stop.set()
+
+
+@dataclass
+class _Streamed:
+    raw_size: int
+    raw_sha256: str
+    stored_size: int
+    stored_sha256: str
+    header_revision: int
+
+
+def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOptions, name: str,
+                     ) -> _Streamed:
+    sealer = FrameSealer(opts.key, CODEC_ZSTD if opts.compress else CODEC_NONE, opts.frame_size)
+    compressor = zstandard.ZstdCompressor(level=opts.compression_level).compressobj() if opts.compress else None
+    check = SnapshotHashCheck()
+    stored = hashlib.sha256()
+    stored_size = 0
+    revision = 0
+    writer = opts.store.writer(name)
+
+    def put(data: bytes) -> None:
+        nonlocal stored_size
+        if data:
+            stored.update(data)
+            stored_size += len(data)
+            writer.write(data)
+
+    try:
+        with transfer_progress(f"snapshot {client.endpoint}", status.db_size, opts.progress) as advance:
+            for resp in _read_ahead(client.snapshot(opts.command_timeout)):
+                if not revision and resp.header.revision:
+                    revision = resp.header.revision
+                blob = resp.blob
+                check.update(blob)
+                advance(len(blob))
+                put(sealer.add(compressor.compress(blob) if compressor else blob))
+        check.check(f"snapshot stream from {client.endpoint}")
+        put(sealer.add(compressor.flush() if compressor else b""))
+        put(sealer.finish())
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return _Streamed(check.size, check.raw_sha256, stored_size, stored.hexdigest(), revision)
+
+
+def take_backup(opts: BackupOptions) -> SnapshotManifest:
+    """Take, store and verify one snapshot; return its manifest (already saved)."""
+    if opts.verify not in VERIFY_MODES:
+        raise UsageError(f"--verify must be one of {', '.join(VERIFY_MODES)}")
+    opts.store.check_writable()
+    started = time.monotonic()
+    problems: list[str] = []
+    for endpoint in opts.endpoints:
+        try:
+            client, status = connect_healthy(endpoint, opts.tls, opts.dial_timeout)
+        except EtcdUnavailable as e:
+            problems.append(str(e))
+            continue
+        with client:
+            created = opts.now()
+            snapshot_id = new_snapshot_id(created, opts.id_prefix)
+            try:
+                key_count = client.key_count(timeout=max(opts.dial_timeout, 30.0))
+                streamed = _stream_to_store(client, status, opts, object_name(snapshot_id))
+            except EtcdUnavailable as e:  # fall back to the next member; the partial object was aborted
+                problems.append(str(e))
+                continue
+        manifest = SnapshotManifest(
+            id=snapshot_id, created_at=format_time(created),
+            etcd_revision=streamed.header_revision or status.revision, key_count=key_count,
+            etcd_version=status.version, cluster_id=status.cluster_id, member_id=status.member_id,
+            member_endpoint=endpoint, raw_size=streamed.raw_size, stored_size=streamed.stored_size,
+            raw_sha256=streamed.raw_sha256, stored_sha256=streamed.stored_sha256,
+            codec="zstd" if opts.compress else "none",
+            cipher=CIPHER_NAMES[1] if opts.key else CIPHER_NAMES[0],
+            key_id=_key_id_hex(opts.key), duration_seconds=0.0, tool_version=__version__)
+        try:
+            _verify_new(opts, manifest)
+        except BaseException:
+            opts.store.delete(object_name(snapshot_id))  # our own uncommitted object, never listed
+            raise
+        manifest.duration_seconds = round(time.monotonic() - started, 3)
+        save_manifest(opts.store, manifest)
+        return manifest
+    raise EtcdUnavailable("no etcd endpoint could take a snapshot: " + "; ".join(problems))
+
+
+def _key_id_hex(key: bytes | None) -> str:
+    from .format import key_id
+
+    return key_id(key).hex() if key else ""
+
+
+def _verify_new(opts: BackupOptions, manifest: SnapshotManifest) -> None:
+    """Check the snapshot as stored before it counts. Fills manifest.verified/verification."""
+    if opts.verify == "hash":
+        manifest.verified = True
+        manifest.verification = {"level": "hash", "etcd_sha256": "ok"}
+        return
+    from .verify import verify_snapshot  # read back, decode, `snapshot status`, optional test restore
+
+    result = verify_snapshot(opts.store, manifest, opts.key, test_restore=opts.verify == "restore",
+                             work_dir=opts.work_dir, progress=opts.progress)
+    if result.revision and result.revision != manifest.etcd_revision:
+        manifest.etcd_revision = result.revision
+    manifest.db_total_keys = result.total_keys
+    manifest.verified = True
+    manifest.verification = result.as_dict()
+
+
+__all__ = ["BackupOptions", "EtcdBackupError", "VERIFY_MODES", "take_backup"]

@@ -1,0 +1,53 @@
+"""The command line. `main` turns expected errors into one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import EtcdBackupError
+from .agent import agent_app
+from .snapshots import get_cmd, keygen_cmd, list_cmd, prune_cmd, restore_cmd, verify_cmd
+
+app = typer.Typer(name="kubectl-etcdbackup", no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False,
+                  help="Safe, fast and boring etcd backup and restore (kubectl etcdbackup ...).")
+app.add_typer(agent_app, name="agent")
+snapshot_app = typer.Typer(help="Work with single snapshot files.", no_args_is_help=True)
+snapshot_app.command("get")(get_cmd)
+app.add_typer(snapshot_app, name="snapshot")
+app.command("list")(list_cmd)
+app.command("verify")(verify_cmd)
+app.command("prune")(prune_cmd)
+app.command("restore")(restore_cmd)
+app.command("keygen")(keygen_cmd)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="kubectl-etcdbackup", standalone_mode=False)
+    except EtcdBackupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Commands on the snapshots in a store: list, verify, prune, restore, snapshot get, keygen."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from ..catalog import delete_snapshot, list_snapshots, resolve, warn_problems
+from ..durations import format_duration
+from ..errors import UsageError
+from ..etcd.tools import EtcdTool
+from ..fetch import fetch_to_file
+from ..keys import generate_key
+from ..manifest import SnapshotManifest
+from ..output import human_bytes, render
+from ..restore import data_dir_exists, execute_restore
+from ..restore_plan import DEFAULT_BUMP_REVISION, MemberSpec, plan_restore
+from ..retention import RetentionPolicy, decide
+from ..verify import verify_snapshot
+from .common import (
+    KeyEnvOpt,
+    KeyFileOpt,
+    OutputOpt,
+    ProgressOpt,
+    S3EndpointOpt,
+    S3RegionOpt,
+    StoreOpt,
+    check_output,
+    get_key,
+    get_store,
+    seconds,
+)
+
+LIST_COLUMNS = [("id", "ID"), ("created", "CREATED"), ("age", "AGE"), ("revision", "REVISION"),
+                ("keys", "KEYS"), ("raw_size", "SIZE"), ("stored_size", "STORED"), ("etcd", "ETCD"),
+                ("cipher", "CIPHER"), ("verified", "VERIFIED")]
+
+
+def snapshot_rows(snapshots: list[SnapshotManifest], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for m in snapshots:
+        row = m.summary()
+        row["age"] = format_duration((now - m.created).total_seconds())
+        rows.append(row)
+    return rows
+
+
+def _cell(key: str, value: Any) -> str:
+    if key in ("raw_size", "stored_size"):
+        return human_bytes(value)
+    if key == "verified":
+        return "yes" if value else "no"
+    return "" if value is None else str(value)
+
+
+def print_snapshots(snapshots: list[SnapshotManifest], fmt: str) -> None:
+    now = datetime.now(UTC)
+    if fmt == "table" and not snapshots:
+        print("No snapshots.", file=sys.stderr)
+        return
+    doc = [m.__dict__ | {"age_seconds": int((now - m.created).total_seconds())} for m in snapshots]
+    print(render(snapshot_rows(snapshots, now), fmt, LIST_COLUMNS, _cell, doc=None if fmt == "table" else doc))
+
+
+def list_cmd(store: StoreOpt, output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
+             s3_region: S3RegionOpt = None) -> None:
+    """List the snapshots in a store, newest first."""
+    check_output(output)
+    listing = list_snapshots(get_store(store, s3_endpoint_url, s3_region))
+    warn_problems(listing)
+    print_snapshots(listing.snapshots, output)
+
+
+def verify_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest'")], store: StoreOpt,
+               key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
+               test_restore: Annotated[bool, typer.Option(help="also restore into a scratch dir")] = False,
+               output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
+               s3_region: S3RegionOpt = None, progress: ProgressOpt = None) -> None:
+    """Re-read a snapshot: check hashes, decrypt, decompress, run `snapshot status`."""
+    check_output(output)
+    st = get_store(store, s3_endpoint_url, s3_region)
+    m = resolve(st, snapshot)
+    result = verify_snapshot(st, m, get_key(key_file, key_env), test_restore=test_restore, progress=progress)
+    row = result.as_dict() | {"status": "ok"}
+    print(render([row], output, [("id", "ID"), ("status", "STATUS"), ("level", "LEVEL"),
+                                 ("revision", "REVISION"), ("total_keys", "DB KEYS"), ("tool", "TOOL")]))
+
+
+def prune_cmd(store: StoreOpt,
+              retain_count: Annotated[int | None, typer.Option(envvar="ETCDBACKUP_RETAIN_COUNT",
+                                                               help="keep at least the newest N")] = None,
+              retain_age: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_RETAIN_AGE",
+                                                             help="keep everything younger, e.g. 7d")] = None,
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would go")] = False,
+              output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
+              s3_region: S3RegionOpt = None) -> None:
+    """Delete snapshots beyond both the retain count and the retain age; never the newest verified one."""
+    check_output(output)
+    if retain_count is None and retain_age is None:
+        raise UsageError("give --retain-count and/or --retain-age")
+    st = get_store(store, s3_endpoint_url, s3_region)
+    rows = prune(st, retain_count, seconds(retain_age, "--retain-age"), dry_run)
+    print(render(rows, output, [("id", "ID"), ("action", "ACTION"), ("reason", "REASON")]))
+
+
+def prune(st: Any, retain_count: int | None, retain_age_s: float | None, dry_run: bool) -> list[dict[str, Any]]:
+    try:
+        policy = RetentionPolicy(retain_count, retain_age_s)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    listing = list_snapshots(st)
+    warn_problems(listing)
+    decision = decide(listing.snapshots, policy, datetime.now(UTC))
+    rows = []
+    for m in listing.snapshots:
+        doomed = m in decision.delete
+        if doomed and not dry_run:
+            delete_snapshot(st, m)
+        action = ("would delete" if dry_run else "deleted") if doomed else "keep"
+        rows.append({"id": m.id, "action": action, "reason": decision.reasons[m.id]})
+    return rows
+
+
+def restore_cmd(
+    snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest'")],
+    store: StoreOpt,
+    data_dir: Annotated[str, typer.Option(help="this member's etcd --data-dir")],
+    name: Annotated[str, typer.Option(help="this member's etcd --name")],
+    initial_cluster: Annotated[str, typer.Option(help="name1=https://ip1:2380,name2=... (all members)")],
+    initial_advertise_peer_urls: Annotated[str, typer.Option(help="this member's peer URL(s)")],
+    initial_cluster_token: Annotated[str | None, typer.Option(
+        help="new cluster token, the same on every member (default: restore-<snapshot id>)")] = None,
+    bump_revision: Annotated[int, typer.Option(
+        help="raise the revision by N so watchers notice (0 to skip; needs a recent etcdutl)")]
+    = DEFAULT_BUMP_REVISION,
+    mark_compacted: Annotated[bool | None, typer.Option(
+        "--mark-compacted/--no-mark-compacted", help="default: on when --bump-revision > 0")] = None,
+    move_aside: Annotated[bool, typer.Option(help="move an existing data dir aside (never deleted)")] = False,
+    wal_dir: Annotated[str | None, typer.Option(help="separate WAL dir, if the member uses one")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, change nothing")] = False,
+    key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
+    etcdutl: Annotated[str | None, typer.Option(help="path to etcdutl (or etcdctl for etcd 3.4)")] = None,
+    output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """Restore one member's data dir from a snapshot (run on each member with the same snapshot)."""
+    check_output(output)
+    st = get_store(store, s3_endpoint_url, s3_region)
+    m = resolve(st, snapshot)
+    member = MemberSpec(name, data_dir, initial_cluster, initial_advertise_peer_urls, initial_cluster_token,
+                        bump_revision, bump_revision > 0 if mark_compacted is None else mark_compacted, wal_dir)
+    plan = plan_restore(m.id, st.url, member, data_dir_exists=data_dir_exists(data_dir), move_aside=move_aside)
+    tool = EtcdTool(etcdutl)
+    if dry_run:
+        try:
+            tool.check_restore_flags(member.bump_revision, member.mark_compacted)
+        except Exception as e:  # noqa: BLE001 - shown as a warning in the plan
+            plan.warnings.append(str(e))
+        _print_plan(plan.as_dict(), output)
+        return
+    key = get_key(key_file, key_env)
+    execute_restore(plan, st, m, key, tool, progress)
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    result = {"restored": m.id, "revision": m.etcd_revision, "member": name, "data_dir": plan.final_dir,
+              "moved_aside_to": plan.aside_dir, "token": plan.token}
+    print(render([result], output, [(k, k.upper()) for k in result]))
+
+
+def _print_plan(plan: dict[str, Any], output: str) -> None:
+    if output != "table":
+        print(render([], output, doc=plan))
+        return
+    print(f"Restore plan (dry run, nothing changed): snapshot {plan['snapshot']} -> member {plan['member']}")
+    for i, step in enumerate(plan["steps"], 1):  # type: ignore[arg-type]
+        print(f"  {i}. {step}")
+    for w in plan["warnings"]:  # type: ignore[union-attr]
+        print(f"warning: {w}")
+
+
+def get_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest'")], store: StoreOpt,
+            file: Annotated[str, typer.Option("--file", "-f", help="where to write the etcd snapshot .db")],
+            key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None, s3_endpoint_url: S3EndpointOpt = None,
+            s3_region: S3RegionOpt = None, progress: ProgressOpt = None) -> None:
+    """Download a verified, decrypted etcd snapshot file (as `etcdctl snapshot save` would write it)."""
+    st = get_store(store, s3_endpoint_url, s3_region)
+    m = resolve(st, snapshot)
+    fetch_to_file(st, m, get_key(key_file, key_env), file, progress)
+    print(f"{m.id} -> {file} ({human_bytes(m.raw_size)}, revision {m.etcd_revision}, sha256 {m.raw_sha256})")
+
+
+def keygen_cmd() -> None:
+    """Print a new random encryption key (base64) for the key Secret."""
+    print(generate_key())

@@ -1,0 +1,1 @@
+"""Generated etcd v3 gRPC stubs (see scripts/gen-proto.py)."""

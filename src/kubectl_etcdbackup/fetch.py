@@ -1,0 +1,113 @@
+"""Store -> verified raw etcd snapshot file: read, check stored sha256, authenticate and decrypt frames,
+decompress, check raw sha256 and etcd's appended hash. The output appears under its final name only
+after every check passed; on any failure the partial file is removed and nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import zstandard
+
+from .errors import EtcdBackupError, FormatError, IntegrityError
+from .format import CODEC_ZSTD, FrameOpener
+from .manifest import SnapshotManifest, object_name
+from .progress import transfer_progress
+from .snapshot_hash import SnapshotHashCheck
+from .stores import Store
+
+_OUT_CHUNK = 1 << 20
+
+
+class _PayloadReader:
+    """File-like read() over an iterator of byte strings, for zstandard's streaming decompressor."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return b""
+            self._buf = nxt
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: SnapshotManifest,
+                  advance: object = None) -> Iterator[bytes]:
+    """Yield raw snapshot bytes from stored chunks. Checks run as data flows; the final ones at the end."""
+    stored_hash = hashlib.sha256()
+    stored_size = 0
+    opener = FrameOpener(key, expect_cipher=manifest.cipher)
+
+    def payloads() -> Iterator[bytes]:
+        nonlocal stored_size
+        for chunk in chunks:
+            stored_hash.update(chunk)
+            stored_size += len(chunk)
+            if callable(advance):
+                advance(len(chunk))
+            yield from opener.feed(chunk)
+        opener.close()
+
+    check = SnapshotHashCheck()
+    source = payloads()
+    if manifest.codec == "zstd":
+        try:
+            raw_iter: Iterator[bytes] = zstandard.ZstdDecompressor().read_to_iter(
+                _PayloadReader(source), read_size=_OUT_CHUNK, write_size=_OUT_CHUNK)
+            for raw in raw_iter:
+                check.update(raw)
+                yield raw
+        except zstandard.ZstdError as e:
+            raise FormatError(f"snapshot {manifest.id}: zstd stream is corrupt: {e}") from None
+    else:
+        for raw in source:
+            check.update(raw)
+            yield raw
+    # Drain in case the decompressor stopped at the end of its frame before the container ended.
+    for extra in source:
+        if extra:
+            raise FormatError(f"snapshot {manifest.id}: data after the end of the compressed stream")
+    if opener.header is not None and opener.header.codec != (CODEC_ZSTD if manifest.codec == "zstd" else 0):
+        raise IntegrityError(f"snapshot {manifest.id}: object codec does not match its manifest")
+    if stored_size != manifest.stored_size or stored_hash.hexdigest() != manifest.stored_sha256:
+        raise IntegrityError(f"snapshot {manifest.id}: stored object does not match its manifest "
+                             f"(size {stored_size} vs {manifest.stored_size}, or sha256 differs)")
+    if check.size != manifest.raw_size or check.raw_sha256 != manifest.raw_sha256:
+        raise IntegrityError(f"snapshot {manifest.id}: decoded snapshot does not match its manifest sha256")
+    check.check(f"snapshot {manifest.id}")
+
+
+def fetch_to_file(store: Store, manifest: SnapshotManifest, key: bytes | None, dest: str | Path,
+                  progress: bool | None = None) -> Path:
+    """Write the verified raw snapshot to dest (atomically). Returns dest."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with open(tmp, "wb") as f, transfer_progress(f"fetch {manifest.id}", manifest.stored_size,
+                                                     progress) as advance:
+            for raw in decode_object(store.read_chunks(object_name(manifest.id)), key, manifest, advance):
+                f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise EtcdBackupError(f"cannot write {dest}: no space left on device") from None
+        raise EtcdBackupError(f"cannot write {dest}: {e.strerror or e}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest

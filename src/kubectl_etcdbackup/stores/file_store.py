@@ -1,0 +1,137 @@
+"""Local directory store (what a PVC is): write to a temp file, fsync, rename, fsync the directory."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import SnapshotNotFound, StoreError
+from .base import ObjectWriter, Store
+
+_TMP_PREFIX = ".tmp-"
+
+
+def _os_error(action: str, path: Path, e: OSError) -> StoreError:
+    if e.errno == errno.ENOSPC:
+        return StoreError(f"{action} {path}: no space left on device")
+    return StoreError(f"{action} {path}: {e.strerror or e}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileObjectWriter(ObjectWriter):
+    def __init__(self, directory: Path, name: str):
+        self._final = directory / name
+        self._tmp = directory / f"{_TMP_PREFIX}{name}.{secrets.token_hex(4)}"
+        try:
+            self._f = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as e:
+            raise _os_error("cannot create", self._tmp, e) from None
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._f.write(data)
+        except OSError as e:
+            self.abort()
+            raise _os_error("cannot write", self._tmp, e) from None
+
+    def commit(self) -> None:
+        try:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._tmp, self._final)
+            _fsync_dir(self._final.parent)
+        except OSError as e:
+            self.abort()
+            raise _os_error("cannot store", self._final, e) from None
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class FileStore(Store):
+    def __init__(self, directory: str | Path, create: bool = True):
+        self.root = Path(directory)
+        self.url = f"file://{self.root}"
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _os_error("cannot create store directory", self.root, e) from None
+        elif not self.root.is_dir():
+            raise StoreError(f"store directory {self.root} does not exist")
+
+    def _path(self, name: str) -> Path:
+        if "/" in name or name.startswith("."):
+            raise StoreError(f"invalid object name {name!r}")
+        return self.root / name
+
+    def writer(self, name: str) -> ObjectWriter:
+        return FileObjectWriter(self.root, self._path(name).name)
+
+    def read_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        path = self._path(name)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - generator closes it
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"object {name} not found in {self.url}") from None
+        except OSError as e:
+            raise _os_error("cannot read", path, e) from None
+        with f:
+            while chunk := f.read(chunk_size):
+                yield chunk
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        w = self.writer(name)
+        w.write(data)
+        w.commit()
+
+    def get_bytes(self, name: str) -> bytes:
+        path = self._path(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"object {name} not found in {self.url}") from None
+        except OSError as e:
+            raise _os_error("cannot read", path, e) from None
+
+    def list_names(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and p.is_file())
+        except FileNotFoundError:
+            raise StoreError(f"store directory {self.root} does not exist") from None
+        except OSError as e:
+            raise _os_error("cannot list", self.root, e) from None
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def size(self, name: str) -> int:
+        try:
+            return self._path(name).stat().st_size
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"object {name} not found in {self.url}") from None
+
+    def check_writable(self) -> None:
+        probe = self.root / f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise _os_error("store is not writable:", self.root, e) from None

@@ -1,0 +1,190 @@
+"""S3 store (any S3-compatible endpoint): streaming multipart upload, aborted on failure."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from ..errors import SnapshotNotFound, StoreError
+from .base import ObjectWriter, Store
+
+PART_SIZE = 8 << 20  # S3 allows 10,000 parts: 80 GB per object, ten times etcd's largest quota
+MAX_PARTS_IN_FLIGHT = 2
+
+
+def _describe(e: Exception, what: str) -> StoreError:
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        code = err.get("Code", "")
+        if code in ("NoSuchBucket",):
+            return StoreError(f"{what}: bucket {err.get('BucketName', '')} does not exist".replace("  ", " "))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return SnapshotNotFound(f"{what}: not found")
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StoreError(f"{what}: access denied ({code}); check the S3 credentials and policy")
+        return StoreError(f"{what}: {code or 'error'}: {err.get('Message', e)}")
+    if isinstance(e, NoCredentialsError):
+        return StoreError(f"{what}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+    return StoreError(f"{what}: {e}")
+
+
+class S3ObjectWriter(ObjectWriter):
+    def __init__(self, store: S3Store, key: str):
+        self._s3 = store.client
+        self._bucket = store.bucket
+        self._key = key
+        self._extra = store.sse_args
+        self._buf = bytearray()
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._upload_id: str | None = None
+        self._done = False
+
+    def _start_part(self, data: bytes) -> None:
+        if self._upload_id is None:
+            resp = self._s3.create_multipart_upload(Bucket=self._bucket, Key=self._key, **self._extra)
+            self._upload_id = resp["UploadId"]
+            self._pool = ThreadPoolExecutor(MAX_PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
+        assert self._pool is not None
+        # Bound memory: wait for the oldest part before queueing more than MAX_PARTS_IN_FLIGHT.
+        pending = [f for f in self._parts if not f.done()]
+        if len(pending) >= MAX_PARTS_IN_FLIGHT:
+            pending[0].result()
+        number = len(self._parts) + 1
+        self._parts.append(self._pool.submit(self._upload_part, number, data))
+
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+        resp = self._s3.upload_part(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
+                                    PartNumber=number, Body=data)
+        return {"PartNumber": number, "ETag": resp["ETag"]}
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        try:
+            while len(self._buf) >= PART_SIZE:
+                self._start_part(bytes(self._buf[:PART_SIZE]))
+                del self._buf[:PART_SIZE]
+        except (ClientError, BotoCoreError) as e:
+            self.abort()
+            raise _describe(e, f"cannot upload s3://{self._bucket}/{self._key}") from None
+
+    def commit(self) -> None:
+        try:
+            if self._upload_id is None:  # small object: one PUT
+                self._s3.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buf), **self._extra)
+            else:
+                if self._buf:
+                    self._start_part(bytes(self._buf))
+                parts = [f.result() for f in self._parts]
+                self._s3.complete_multipart_upload(Bucket=self._bucket, Key=self._key,
+                                                   UploadId=self._upload_id,
+                                                   MultipartUpload={"Parts": parts})
+        except (ClientError, BotoCoreError) as e:
+            self.abort()
+            raise _describe(e, f"cannot upload s3://{self._bucket}/{self._key}") from None
+        self._done = True
+        self._buf.clear()
+        if self._pool:
+            self._pool.shutdown()
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._buf.clear()
+        if self._pool:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._upload_id is not None:
+            # best effort; a bucket lifecycle rule should expire stale uploads too
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+
+
+class S3Store(Store):
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None,
+                 region: str | None = None, sse: str | None = None, sse_kms_key_id: str | None = None,
+                 client: Any = None):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self.client = client or boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
+                          read_timeout=60))
+        self.sse_args: dict[str, str] = {}
+        if sse:
+            self.sse_args["ServerSideEncryption"] = sse
+        if sse_kms_key_id:
+            self.sse_args["SSEKMSKeyId"] = sse_kms_key_id
+
+    def _key(self, name: str) -> str:
+        if "/" in name or not name:
+            raise StoreError(f"invalid object name {name!r}")
+        return self.prefix + name
+
+    def _where(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self._key(name)}"
+
+    def writer(self, name: str) -> ObjectWriter:
+        return S3ObjectWriter(self, self._key(name))
+
+    def read_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot read {self._where(name)}") from None
+        try:
+            while chunk := body.read(chunk_size):
+                yield chunk
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot read {self._where(name)}") from None
+        finally:
+            body.close()
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data, **self.sse_args)
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot write {self._where(name)}") from None
+
+    def get_bytes(self, name: str) -> bytes:
+        return b"".join(self.read_chunks(name))
+
+    def list_names(self) -> list[str]:
+        names: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+                names.extend(o["Key"][len(self.prefix):] for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot list {self.url}") from None
+        return sorted(names)
+
+    def delete(self, name: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot delete {self._where(name)}") from None
+
+    def size(self, name: str) -> int:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"])
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot stat {self._where(name)}") from None
+
+    def check_writable(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise StoreError(f"S3 bucket {self.bucket} does not exist") from None
+            raise _describe(e, f"cannot access S3 bucket {self.bucket}") from None
+        except BotoCoreError as e:
+            raise _describe(e, f"cannot reach S3 for bucket {self.bucket}") from None
