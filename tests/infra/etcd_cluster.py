@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,6 +215,7 @@ class EtcdCluster:
         self.extra_args = list(extra_args)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * size
         self.start_seconds: float | None = None
+        self.preloaded_keys: list[str] = []  # set by fixtures that preload data
 
     # -- properties
 
@@ -358,11 +359,17 @@ class EtcdCluster:
     def running_members(self) -> list[int]:
         return [i for i in range(self.size) if self.is_running(i)]
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop all members (idempotent). Followers get SIGTERM first, the leader last: a leader stopped
-        while followers are alive tries to hand over leadership, and when they vanish at the same time it
-        waits ~7 s. Each stage is bounded by ``timeout`` and ends with SIGKILL."""
+    def stop(self, timeout: float = 10.0, kill: bool = False) -> None:
+        """Stop all members (idempotent). ``kill=True``: SIGKILL at once (for throwaway clusters; etcd is
+        crash-safe). Otherwise followers get SIGTERM first, the leader last (~1 s): a leader stopped while
+        followers vanish tries to hand over leadership for ~7 s. Each stage is bounded, then SIGKILL."""
         live = [i for i in range(self.size) if self.is_running(i)]
+        if kill:
+            for i in live:
+                self.procs[i].kill()  # type: ignore[union-attr]
+            for i in live:
+                self.kill_member(i)  # reaps
+            return
         leader = self._leader_index(live) if len(live) > 1 else None
         stages = [[i for i in live if i != leader], [leader]] if leader is not None else [live]
         for stage in stages:
@@ -581,3 +588,69 @@ class EtcdCluster:
 
     def __repr__(self) -> str:
         return f"EtcdCluster({self.bins.version}, {self.endpoints}, tls={self.certs is not None})"
+
+
+# ---------------------------------------------------------------------------- factory (for fixtures)
+
+
+class EtcdClusterFactory:
+    """Starts fresh clusters for one test and stops (SIGKILL) all of them at teardown.
+
+    ``resolve`` maps "3.5"/"3.4" to binaries (the pytest fixture makes it skip when they are missing).
+    """
+
+    def __init__(self, workdir: Path, certs: TLSCerts, resolve: Callable[[str], EtcdBinaries]) -> None:
+        self._workdir = Path(workdir)
+        self._certs = certs
+        self._resolve = resolve
+        self._n = 0
+        self.clusters: list[EtcdCluster] = []
+        self._layouts: list[ClusterLayout] = []
+
+    def bins(self, version: str | EtcdBinaries) -> EtcdBinaries:
+        return version if isinstance(version, EtcdBinaries) else self._resolve(version)
+
+    def workdir(self, name: str = "dir") -> Path:
+        """A fresh, empty directory (for restored data dirs, snapshots, ...)."""
+        self._n += 1
+        d = self._workdir / f"{name}-{self._n}"
+        d.mkdir(parents=True)
+        return d
+
+    def layout(self, size: int = 3, tls: bool = True, name_prefix: str = "r") -> ClusterLayout:
+        """Reserve names/URLs for a cluster to restore into (pass it back as ``layout=``)."""
+        lay = ClusterLayout.allocate(size, tls=tls, name_prefix=name_prefix)
+        self._layouts.append(lay)
+        return lay
+
+    def __call__(
+        self,
+        version: str | EtcdBinaries = "3.5",
+        size: int = 3,
+        tls: bool | TLSCerts = True,
+        *,
+        layout: ClusterLayout | None = None,
+        data_dirs: Sequence[Path] | None = None,
+        extra_args: Sequence[str] = (),
+        start: bool = True,
+        timeout: float = 30.0,
+    ) -> EtcdCluster:
+        """A new cluster (started and healthy unless ``start=False``). ``tls=True`` uses the session
+        ``tls_certs``; pass a TLSCerts for other certs, False for plain http."""
+        bins = self.bins(version)
+        certs = self._certs if tls is True else (tls or None)
+        if layout is not None:
+            self._layouts.append(layout)
+        c = EtcdCluster(bins, self.workdir(f"etcd{bins.major_minor[0]}{bins.major_minor[1]}"), size, certs,
+                        layout=layout, data_dirs=data_dirs, extra_args=extra_args)
+        self._layouts.append(c.layout)
+        self.clusters.append(c)
+        if start:
+            c.start(timeout)
+        return c
+
+    def close(self) -> None:
+        for c in self.clusters:
+            c.stop(kill=True)
+        for lay in self._layouts:
+            release_ports(list(lay.reserved_ports))

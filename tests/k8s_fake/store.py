@@ -490,7 +490,19 @@ class Store:
             obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
             self.objects[key] = obj
             self._emit(rt, "ADDED", obj)
+            if rt.kind == "CustomResourceDefinition":
+                self._register_crd(obj)
             return self._out(rt, obj)
+
+    def _register_crd(self, crd: Obj) -> None:
+        spec, names = crd.get("spec") or {}, (crd.get("spec") or {}).get("names") or {}
+        for v in spec.get("versions") or []:
+            if v.get("served", True):
+                subs = frozenset((v.get("subresources") or {}).keys())
+                self.register(ResourceType(spec["group"], v["name"], names["plural"], names["kind"],
+                                           spec.get("scope", "Namespaced") == "Namespaced",
+                                           names.get("singular", ""), short_names=tuple(names.get("shortNames", ())),
+                                           categories=tuple(names.get("categories", ())), subresources=subs))
 
     def _defaults_on_create(self, rt: ResourceType, obj: Obj, keep_status: bool) -> None:
         if "status" in rt.subresources and not keep_status:  # status is owned by controllers

@@ -10,7 +10,7 @@ import typer
 from .. import __version__
 from ..errors import EtcdBackupError
 from .agent import agent_app
-from .snapshots import get_cmd, keygen_cmd, list_cmd, prune_cmd, restore_cmd, verify_cmd
+from .snapshots import get_cmd, keygen_cmd, list_cmd, prune_cmd, quickstart_cmd, restore_cmd, verify_cmd
 
 app = typer.Typer(name="kubectl-etcdbackup", no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False,
@@ -24,6 +24,7 @@ app.command("verify")(verify_cmd)
 app.command("prune")(prune_cmd)
 app.command("restore")(restore_cmd)
 app.command("keygen")(keygen_cmd)
+app.command("quickstart")(quickstart_cmd)
 
 
 @app.command("version")
@@ -34,7 +35,8 @@ def version_cmd() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, prog_name="kubectl-etcdbackup", standalone_mode=False)
+        # Without standalone mode click returns the code of typer.Exit instead of raising it.
+        rc = app(args=argv, prog_name="kubectl-etcdbackup", standalone_mode=False)
     except EtcdBackupError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

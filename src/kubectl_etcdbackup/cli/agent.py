@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from ..backup import VERIFY_MODES, BackupOptions, take_backup
+from ..catalog import list_snapshots
 from ..errors import EtcdBackupError, UsageError
 from ..etcd.client import TLSFiles, split_endpoints
+from ..exporter import make_exporter
+from ..manifest import format_time
 from ..metrics import publish
+from ..monitor import assess
+from ..run_status import RunStatus, load_status, save_status
+from ..stores import Store
 from .common import (
     KeyEnvOpt,
     KeyFileOpt,
@@ -25,6 +33,9 @@ from .common import (
     seconds,
 )
 from .snapshots import prune
+
+MaxAgeOpt = Annotated[str, typer.Option("--max-age", envvar="ETCDBACKUP_MAX_AGE",
+                                        help="newest verified backup may be at most this old")]
 
 agent_app = typer.Typer(help="What runs in the cluster: scheduled backups and the metrics exporter.",
                         no_args_is_help=True)
@@ -81,7 +92,10 @@ def backup_cmd(
                              or 5.0, command_timeout=seconds(command_timeout, "--command-timeout") or 1800.0,
                              verify=verify, work_dir=work_dir, progress=progress)
         manifest = take_backup(opts)
-    except EtcdBackupError:
+    except EtcdBackupError as e:
+        if st is not None:
+            message = str(e)
+            _record(st, lambda rs: rs.record_failure(_now(), message))
         for p in publish(st.url if st else store, success=False, duration=time.monotonic() - started,
                          textfile=metrics_textfile, pushgateway=pushgateway):
             print(f"warning: {p}", file=sys.stderr)
@@ -91,6 +105,7 @@ def backup_cmd(
                       "sha256": manifest.raw_sha256, "member": manifest.member_endpoint,
                       "duration_seconds": manifest.duration_seconds, "verified": manifest.verification.get(
                           "level", "hash")}))
+    _record(st, lambda rs: rs.record_success(manifest.created_at, manifest.id))
     if retain_count is not None or retain_age_s is not None:
         for row in prune(st, retain_count, retain_age_s, dry_run=False):
             if row["action"] == "deleted":
@@ -98,3 +113,49 @@ def backup_cmd(
     for p in publish(st.url, success=True, duration=time.monotonic() - started, size=manifest.stored_size,
                      textfile=metrics_textfile, pushgateway=pushgateway):
         print(f"warning: {p}", file=sys.stderr)
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+def _record(store: Store, update: Callable[[RunStatus], None]) -> None:
+    """Update the run record in the store; best effort, never fails the run."""
+    try:
+        status = load_status(store)
+        update(status)
+        save_status(store, status)
+    except EtcdBackupError as e:
+        print(f"warning: cannot update run status: {e}", file=sys.stderr)
+
+
+@agent_app.command("monitor")
+def monitor_cmd(store: StoreOpt, max_age: MaxAgeOpt = "1h", s3_endpoint_url: S3EndpointOpt = None,
+                s3_region: S3RegionOpt = None) -> None:
+    """Check backup freshness once: exit 0 when fresh, 1 when the newest verified backup is too old."""
+    st = get_store(store, s3_endpoint_url, s3_region)
+    fresh = assess(list_snapshots(st).snapshots, seconds(max_age, "--max-age") or 3600, datetime.now(UTC))
+    rs = load_status(st)
+    print(fresh.message + (f"; {rs.failures_total} failed runs, last: {rs.last_failure_message}"
+                           if rs.failures_total else ""))
+    if fresh.stale:
+        raise typer.Exit(1)
+
+
+@agent_app.command("exporter")
+def exporter_cmd(store: StoreOpt, max_age: MaxAgeOpt = "1h",
+                 listen: Annotated[str, typer.Option(envvar="ETCDBACKUP_LISTEN")] = "0.0.0.0:9101",
+                 cache: Annotated[str, typer.Option(help="re-read the store at most this often")] = "15s",
+                 s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None) -> None:
+    """Serve /metrics (backup metrics read from the store) and /healthz."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f"--listen must be host:port, got {listen!r}")
+    st = get_store(store, s3_endpoint_url, s3_region)
+    server = make_exporter(st, host or "0.0.0.0", int(port), seconds(max_age, "--max-age") or 3600,
+                           seconds(cache, "--cache") or 0.0)
+    print(f"serving backup metrics of {st.url} on http://{listen}/metrics", file=sys.stderr)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()

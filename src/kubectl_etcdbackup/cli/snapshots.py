@@ -195,3 +195,26 @@ def get_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest
 def keygen_cmd() -> None:
     """Print a new random encryption key (base64) for the key Secret."""
     print(generate_key())
+
+
+def quickstart_cmd(
+    store_dir: Annotated[str, typer.Option(help="local directory for the backups")] = "./etcd-backups",
+    keys: Annotated[int, typer.Option(help="demo keys to write")] = 1000,
+) -> None:
+    """Embedded default: start a local etcd, back it up (encrypted) to a local directory, verify, list."""
+    from pathlib import Path
+
+    from ..backup import BackupOptions, take_backup
+    from ..keys import load_key
+    from ..quickstart import demo_cluster, ensure_demo_key
+
+    directory = Path(store_dir).resolve()
+    key_file = ensure_demo_key(directory)
+    st = get_store(f"file://{directory}", create=True)
+    with demo_cluster(keys) as url:
+        m = take_backup(BackupOptions([url], st, load_key(str(key_file), None), verify="restore"))
+    print(f"backed up local etcd {url}: snapshot {m.id}, revision {m.etcd_revision}, {m.key_count} keys, "
+          f"{human_bytes(m.raw_size)} -> {human_bytes(m.stored_size)} (zstd + AES-256-GCM, key {key_file}), "
+          f"verified by a test restore")
+    listing = list_snapshots(st)
+    print_snapshots(listing.snapshots, "table")
