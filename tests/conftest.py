@@ -7,6 +7,7 @@ turns the skip into a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +16,8 @@ from typing import Any
 import pytest
 from infra.certs import TLSCerts, generate_tls
 from infra.etcd_binaries import EtcdBinaries, etcd34, etcd35
-from infra.etcd_cluster import EtcdCluster, EtcdClusterFactory
+from infra.etcd_cluster import PRELOAD_COUNT, PRELOAD_PREFIX, PRELOAD_VALUE_SIZE, EtcdCluster, EtcdClusterFactory
 from infra.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
-
-# data preloaded into the session clusters
-PRELOAD_PREFIX = "/registry/configmaps/default/cm-"
-PRELOAD_COUNT = 200
-PRELOAD_VALUE_SIZE = 3072
 
 
 def _bins_or_skip(bins: EtcdBinaries | None, what: str) -> EtcdBinaries:
@@ -147,10 +143,8 @@ def s3_bucket(s3_server: S3Server) -> Iterator[str]:
     """A fresh, uniquely named bucket (emptied and deleted afterwards, best effort)."""
     name = s3_server.create_bucket()
     yield name
-    try:
+    with contextlib.suppress(Exception):  # e.g. object-locked objects: moto keeps them in RAM, harmless
         s3_server.delete_bucket(name)
-    except Exception:  # noqa: BLE001 - e.g. object-locked objects: moto keeps them in RAM, harmless
-        pass
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import json
 import os
 import re
@@ -43,6 +44,11 @@ from .ports import HOST, allocate_ports, release_ports
 
 MAX_TXN_OPS = 128  # etcd --max-txn-ops default
 MAX_TXN_BYTES = 1_000_000  # stay well under etcd's 1.5 MiB --max-request-bytes
+# what the session cluster fixtures (etcd35_tls_cluster, etcd34_tls_cluster) preload
+PRELOAD_PREFIX = "/registry/configmaps/default/cm-"
+PRELOAD_COUNT = 200
+PRELOAD_VALUE_SIZE = 3072
+
 _FILLER = "apiVersion:v1,kind:ConfigMap,metadata:{namespace:default,labels:{app:demo,tier:backend}},"
 
 
@@ -84,10 +90,8 @@ def _kill_leftovers() -> None:
         if p.poll() is None:
             p.kill()
     for p in procs:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _clean_env(drop_prefixes: tuple[str, ...]) -> dict[str, str]:
@@ -326,7 +330,7 @@ class EtcdCluster:
                 self._wait_serving(i, t0 + timeout)
             self.wait_healthy(max(1.0, timeout - (time.monotonic() - t0)))
         except BaseException:
-            self.stop()
+            self.stop(kill=True)
             raise
         self.start_seconds = time.monotonic() - t0
         return self
@@ -583,7 +587,7 @@ class EtcdCluster:
         return list(self.etcdctl_json("member", "list")["members"])
 
     def endpoint_status(self) -> list[dict[str, Any]]:
-        """``etcdctl endpoint status -w json`` (one entry per endpoint: Endpoint, Status{header, dbSize, leader, ...})."""
+        """``etcdctl endpoint status -w json``: per endpoint {Endpoint, Status{header, version, dbSize, leader}}."""
         return list(self.etcdctl_json("endpoint", "status"))
 
     def __repr__(self) -> str:

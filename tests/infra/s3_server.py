@@ -6,6 +6,8 @@ returns 500 (read retention via head_object).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +37,7 @@ class S3Server:
         """Start on a free port and wait (bounded) until it answers HTTP; retries another port twice."""
         from moto.server import ThreadedMotoServer  # slow import: only when needed
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log lines
         t0 = time.monotonic()
         last: Exception | None = None
         for _ in range(3):
@@ -45,10 +48,8 @@ class S3Server:
                 self._wait_ready(port, t0 + timeout)
             except Exception as e:  # port raced away, or the server thread died
                 last = e
-                try:
+                with contextlib.suppress(Exception):  # best effort cleanup
                     server.stop()
-                except Exception:  # noqa: BLE001 - best effort cleanup
-                    pass
                 release_ports([port])
                 if time.monotonic() > t0 + timeout:
                     break

@@ -480,7 +480,8 @@ class Store:
             md.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             self._defaults_on_create(rt, obj, keep_status)
             self._validate(rt, obj)
-            md.setdefault("generation", 1)
+            if "spec" in obj:
+                md.setdefault("generation", 1)
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 md.pop(k, None)
             if dry_run:

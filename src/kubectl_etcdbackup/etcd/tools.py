@@ -69,16 +69,15 @@ class RestoreArgs:
 
 
 class EtcdTool:
-    """etcdutl (preferred) or etcdctl with ETCDCTL_API=3."""
+    """etcdutl (preferred) or etcdctl with ETCDCTL_API=3 (etcd 3.4 has no etcdutl)."""
 
-    def __init__(self, etcdutl: str | None = None, etcdctl: str | None = None):
-        self.path = find_binary("etcdutl", etcdutl) if not etcdctl else None
-        self.kind = "etcdutl"
-        if self.path is None:
-            self.path = find_binary("etcdctl", etcdctl)
-            self.kind = "etcdctl"
-        if self.path is None:
+    def __init__(self, path: str | None = None):
+        found = find_binary(Path(path).name, path) if path else None
+        found = found or find_binary("etcdutl") or find_binary("etcdctl")
+        if found is None:
             raise ToolError("neither etcdutl nor etcdctl found (install etcd's tools or pass --etcdutl PATH)")
+        self.path: str = found
+        self.kind = "etcdctl" if "etcdctl" in Path(found).name else "etcdutl"
 
     def _run(self, *args: str, timeout: float = _TOOL_TIMEOUT) -> str:
         env = dict(os.environ, ETCDCTL_API="3")

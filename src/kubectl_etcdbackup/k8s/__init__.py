@@ -1,0 +1,1 @@
+"""Kubernetes side: the objects that run the agent in a cluster."""
