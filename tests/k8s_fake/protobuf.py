@@ -127,11 +127,14 @@ def to_json(msg: Message) -> Any:
     if special:
         return value
     out: dict[str, Any] = {}
+    is_meta = msg.DESCRIPTOR.full_name == _META + "ObjectMeta"
     for fd, v in msg.ListFields():
+        if is_meta and fd.name == "generation" and not v:
+            continue  # a non-pointer Go field: always encoded, meaningless when 0
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             vfd = fd.message_type.fields_by_name["value"]
             out[fd.name] = {k: _value(vfd, x) for k, x in v.items()}
-        elif fd.label == FieldDescriptor.LABEL_REPEATED:
+        elif fd.is_repeated:
             out[fd.name] = [_value(fd, x) for x in v]
         else:
             x = _value(fd, v)

@@ -1,14 +1,16 @@
 """A fake Kubernetes API server speaking real HTTP (JSON), for the `kubernetes` client and `kubectl`.
 
-kmock's ``KubernetesEmulator`` is subclassed for its aiohttp plumbing (request parsing and recording);
-the API semantics live in :class:`~.store.Store`. ``FakeKubeServer`` runs it on 127.0.0.1 in a
-background thread with its own asyncio loop.
+kmock's ``KubernetesEmulator`` is subclassed as the aiohttp handler; Kubernetes API paths are answered by
+:class:`_Api` with the semantics in :class:`~.store.Store`, anything else falls through to kmock.
+``FakeKubeServer`` runs it on 127.0.0.1 (a port below 32768) in a background thread with its own loop.
 
-Served: discovery (legacy, non-aggregated), CRUD + list/watch with label/field selectors, PUT/PATCH (merge,
-strategic, json, server-side apply), DELETE (+ finalizers, owner-reference garbage collection),
-the ``status`` subresource, ``pods/log`` (+ follow) and websocket ``pods/exec`` (v5/v4.channel.k8s.io).
-Not served: protobuf/CBOR bodies (415), OpenAPI (404: use ``kubectl --validate=false``), Table output,
-authn/authz (any token is accepted), admission, scheduling, SPDY exec, port-forward, attach.
+Served: discovery (legacy, non-aggregated), CRUD + list (limit/continue) and watch with label/field
+selectors, PUT/PATCH (merge, strategic, json, server-side apply), DELETE (+ finalizers, owner-reference
+garbage collection, deletecollection), dryRun, the ``status`` subresource, ``pods/log`` (+ follow) and
+websocket ``pods/exec`` (v5/v4.channel.k8s.io). Protobuf request bodies (kubectl's typed clients) are
+decoded with schemas read from the kubectl binary. OpenAPI v3 is a stub without schemas, so unknown fields
+are not rejected. Not served: CBOR bodies (415), Table output (kubectl prints NAME/AGE only), authn/authz
+(any token is accepted), admission webhooks, scheduling, SPDY exec, port-forward, attach, proxy.
 
 Run standalone:  python -m k8s_fake.server [--port N]   (from tests/; Ctrl-C stops)
 """
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,9 +36,19 @@ import attrs
 import kmock
 import yaml
 
+from . import protobuf
 from .localrun import ExecResult, LocalExec
-from .store import MONITORING, ApiError, Obj, ResourceType, Store, bundled_resource_types, bad_request, \
-    now_rfc3339, selector_matcher
+from .store import (
+    MONITORING,
+    ApiError,
+    Obj,
+    ResourceType,
+    Store,
+    bad_request,
+    bundled_resource_types,
+    now_rfc3339,
+    selector_matcher,
+)
 
 ExecHandler = Callable[[str, str, str, list[str], bytes | None], ExecResult]
 # a reactor sees (method, path, query, body) first and may answer with (HTTP status, JSON body)
@@ -44,6 +58,11 @@ T = TypeVar("T")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 FRAME = 32 * 1024
 MAX_STREAM_SECONDS = 1800.0  # server-side cap for watches and followed logs
+# kinds whose DELETE answers with the object (as the real API's OpenAPI says); the rest answer a Status
+RETURNS_DELETED_OBJECT = frozenset({
+    "Pod", "PersistentVolumeClaim", "PersistentVolume", "PodTemplate", "ResourceQuota", "Service",
+    "ServiceAccount", "CSIDriver", "CSINode", "StorageClass", "VolumeAttachment", "VolumeAttributesClass",
+    "DeviceClass", "ResourceClaim", "ResourceClaimTemplate", "ResourceSlice"})
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -109,6 +128,10 @@ class _Api:
             return await self._route(raw, body, method, path, query)
         except ApiError as e:
             return _json(e.status(), e.code)
+        except Exception as e:  # a bug in the fake: answer like the apiserver would, with details
+            err = ApiError(500, "InternalError", f"fake API server error: {type(e).__name__}: {e}",
+                           {"causes": [{"message": traceback.format_exc()}]})
+            return _json(err.status(), 500)
 
     async def _route(self, raw: aiohttp.web.BaseRequest, body: bytes, method: str, path: str,
                      query: Any) -> aiohttp.web.StreamResponse | None:
@@ -124,6 +147,8 @@ class _Api:
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.fake.host}:{self.fake.port}"}]})
         if path == "/apis":
             return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": self._groups()})
+        if parts[:2] == ["openapi", "v3"]:
+            return self._openapi_v3("/".join(parts[2:]))
         if not parts or parts[0] not in ("api", "apis"):
             return None
         if parts[0] == "api" and len(parts) == 2:
@@ -169,12 +194,39 @@ class _Api:
         return _json({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
                       "resources": [e for rt in types for e in rt.discovery()]})
 
+    def _openapi_v3(self, gv_path: str) -> aiohttp.web.Response:
+        """Just enough OpenAPI v3 for kubectl to see that every PATCH takes ``fieldValidation`` (so it lets
+        the server validate instead of downloading schemas). No schemas: the fake does not validate fields."""
+        gvs = {(rt.group, rt.version) for rt in self.store.types.values()}
+        paths = {("apis/" + g if g else "api") + "/" + v: (g, v) for g, v in gvs}
+        if not gv_path:
+            return _json({"paths": {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash=fake{self.store.rv}"}
+                                    for p in sorted(paths)}})
+        if gv_path not in paths:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        group, version = paths[gv_path]
+        ops: Obj = {}
+        for rt in self.store.types.values():
+            if (rt.group, rt.version) != (group, version):
+                continue
+            ns = "/namespaces/{namespace}" if rt.namespaced else ""
+            ops[f"/{gv_path}{ns}/{rt.plural}/{{name}}"] = {"patch": {
+                "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": rt.kind},
+                "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}}
+                               for n in ("dryRun", "fieldManager", "fieldValidation", "force")],
+                "responses": {"200": {"description": "OK"}}}}
+        return _json({"openapi": "3.0.0", "info": {"title": "Kubernetes (fake)", "version": self.fake.git_version},
+                      "paths": ops, "components": {"schemas": {}}})
+
     # ----------------------------------------------------------------------------------------- resources
-    @staticmethod
-    def _parse_body(body: bytes, content_type: str) -> Any:
-        if "protobuf" in content_type or "cbor" in content_type:
-            raise ApiError(415, "UnsupportedMediaType", f"the fake API server only accepts JSON/YAML bodies, "
-                           f"not {content_type!r}")
+    def _parse_body(self, body: bytes, content_type: str) -> Any:
+        if "protobuf" in content_type:
+            try:
+                return protobuf.decode(body, self.fake.kubectl)
+            except protobuf.ProtobufUnsupported as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e)) from None
+        if "cbor" in content_type:
+            raise ApiError(415, "UnsupportedMediaType", "the fake API server does not accept CBOR")
         if not body.strip():
             return None
         try:
@@ -233,7 +285,7 @@ class _Api:
                               "metadata": {"resourceVersion": str(st.rv)}, "items": items})
             uid = (opts.get("preconditions") or {}).get("uid")
             out = st.delete(rt, namespace, name, propagation=propagation, dry_run=dry_run, precondition_uid=uid)
-            if out["metadata"].get("deletionTimestamp") or rt.kind in ("Pod", "Namespace"):
+            if out["metadata"].get("deletionTimestamp") or rt.kind in RETURNS_DELETED_OBJECT:
                 return _json(out)  # still there (finalizers) or a kind whose deletion returns the object
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                           "details": {"name": name, "group": rt.group, "kind": rt.plural,
@@ -274,10 +326,8 @@ class _Api:
         return self.stopping or raw.transport is None or raw.transport.is_closing()
 
     async def _sleep_until_change(self, wake: asyncio.Event, deadline: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), max(0.0, min(1.0, deadline - self.loop.time())))
-        except TimeoutError:
-            pass
 
     async def _watch(self, raw: aiohttp.web.BaseRequest, rt: ResourceType, namespace: str | None,
                      label_selector: str | None, field_selector: str | None, resource_version: str | None,
@@ -454,8 +504,10 @@ class FakeKubeServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  namespaces: Iterable[str] = DEFAULT_NAMESPACES, monitoring: bool = True,
                  exec_handler: ExecHandler | None = None, exec_requires_running: bool = True,
-                 exec_stdin_timeout: float = 30.0, git_version: str = "v1.33.0") -> None:
+                 exec_stdin_timeout: float = 30.0, git_version: str = "v1.33.0",
+                 kubectl: str | None = None) -> None:
         self.host, self._port = host, port
+        self.kubectl = kubectl  # protobuf schemas are read from this binary (default: protobuf.find_kubectl())
         self.git_version = git_version
         self.store = Store([*bundled_resource_types(), *(MONITORING if monitoring else [])])
         self.exec_handler: ExecHandler = exec_handler or LocalExec()
@@ -502,10 +554,8 @@ class FakeKubeServer:
         if self._thread is None:
             return
         if self._loop is not None and self._stop_event is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._stop_event.set)
-            except RuntimeError:
-                pass  # loop already closed
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"fake API server did not stop within {timeout}s")

@@ -480,8 +480,9 @@ class Store:
             md.update(uid=str(uuid.uuid4()), creationTimestamp=now_rfc3339())
             self._defaults_on_create(rt, obj, keep_status)
             self._validate(rt, obj)
+            md.pop("generation", None)
             if "spec" in obj:
-                md.setdefault("generation", 1)
+                md["generation"] = 1
             for k in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 md.pop(k, None)
             if dry_run:
@@ -535,7 +536,7 @@ class Store:
     @staticmethod
     def _fold_string_data(rt: ResourceType, obj: Obj) -> None:
         if rt.kind == "Secret" and obj.get("stringData"):
-            data = obj.get("data") or {}
+            data = dict(obj.get("data") or {})
             for k, v in obj.pop("stringData").items():
                 data[k] = base64.b64encode(str(v).encode()).decode()
             obj["data"] = data
@@ -615,6 +616,7 @@ class Store:
 
     def _commit(self, rt: ResourceType, key: Key, cur: Obj, new: Obj, subresource: str | None,
                 dry_run: bool) -> Obj:
+        new = copy.deepcopy(new)  # merges share untouched subtrees with ``cur``
         if subresource == "status":  # only status changes
             status = new.get("status")
             new = copy.deepcopy(cur)

