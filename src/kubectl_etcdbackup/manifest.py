@@ -20,8 +20,9 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
 def new_snapshot_id(now: datetime, prefix: str = "etcd") -> str:
-    """Sortable by time, unique enough for concurrent writers: etcd-20261127T071752Z-3f9a."""
-    return f"{prefix}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    """Sortable by time (to the millisecond), unique enough for concurrent writers: etcd-20261127T071752123Z-3f9a."""
+    t = now.astimezone(UTC)
+    return f"{prefix}-{t:%Y%m%dT%H%M%S}{t.microsecond // 1000:03d}Z-{secrets.token_hex(2)}"
 
 
 def validate_id(snapshot_id: str) -> str:
@@ -41,7 +42,7 @@ def manifest_name(snapshot_id: str) -> str:
 @dataclass
 class SnapshotManifest:
     id: str
-    created_at: str  # UTC, ISO 8601 with Z
+    created_at: str  # UTC, ISO 8601 with milliseconds and Z
     etcd_revision: int
     key_count: int  # live keys when the snapshot started
     etcd_version: str
@@ -95,8 +96,14 @@ class SnapshotManifest:
 
 
 def format_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC with milliseconds: fixed width, so the strings sort in time order."""
+    t = t.astimezone(UTC)
+    return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
 
 
 def parse_time(s: str) -> datetime:
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in s else "%Y-%m-%dT%H:%M:%SZ"
+    try:
+        return datetime.strptime(s, fmt).replace(tzinfo=UTC)
+    except ValueError:
+        raise FormatError(f"invalid time {s!r} in manifest") from None

@@ -742,4 +742,6 @@ class Store:
     def read_log(self, namespace: str, pod: str, container: str = "") -> bytes | None:
         with self.lock:
             log = self.logs.get((namespace, pod, container)) or self.logs.get((namespace, pod, ""))
+            if log is None and not container:  # no container named: the first one that has a log
+                log = next((v for k, v in self.logs.items() if k[:2] == (namespace, pod)), None)
             return bytes(log.data) if log is not None else None
