@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
+from kubernetes import client, config, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 try:
-    from tests.k8s_fake import FakeKubeServer, KubeContext, KubeletSimulator, write_kubeconfig
+    from tests.k8s_fake import FakeKubeServer, KubeContext, KubeletSimulator, LocalExec, write_kubeconfig
 except ImportError:  # tests/ itself is on sys.path (pytest rootdir-less import)
-    from k8s_fake import FakeKubeServer, KubeContext, KubeletSimulator, write_kubeconfig
+    from k8s_fake import FakeKubeServer, KubeContext, KubeletSimulator, LocalExec, write_kubeconfig
 
 KUBECTL = Path(__file__).resolve().parents[1] / ".ci" / "bin" / "kubectl"
 needs_kubectl = pytest.mark.skipif(not os.access(KUBECTL, os.X_OK), reason="run .ci/get-kubectl-helm.sh first")
@@ -279,6 +279,60 @@ def test_exec_output_stdin_and_exit_code(api: client.ApiClient, kube: FakeKubeSe
         kube.add_pod("pending-0", phase="Pending")
         stream(core.connect_get_namespaced_pod_exec, "pending-0", NS, command=["true"], stderr=True, stdin=False,
                stdout=True, tty=False)
+
+
+def test_default_exec_handler_runs_commands_from_the_test_path(api: client.ApiClient, kube: FakeKubeServer,
+                                                                tmp_path: Path) -> None:
+    """How `etcdctl endpoint status` in a fake etcd pod reaches a real local etcdctl: LocalExec(path=...)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    etcdctl = bindir / "etcdctl"
+    etcdctl.write_text('#!/bin/sh\necho "etcdctl $* ETCDCTL_API=$ETCDCTL_API"\n')
+    etcdctl.chmod(0o755)
+    kube.add_pod("etcd-local", namespace="kube-system", containers=["etcd"])
+    kube.set_exec_handler(LocalExec(path=f"{bindir}:/usr/bin:/bin", env={"ETCDCTL_API": "3"}), pod="etcd-local")
+    out = stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, "etcd-local", "kube-system",
+                 command=["etcdctl", "endpoint", "status"], stderr=True, stdin=False, stdout=True, tty=False)
+    assert out == "etcdctl endpoint status ETCDCTL_API=3\n"
+    assert kube.exec_calls[-1].command == ["etcdctl", "endpoint", "status"]
+    assert kube.exec_calls[-1].exit_code == 0
+
+
+def test_dynamic_client_and_custom_resources(api: client.ApiClient, kube: FakeKubeServer) -> None:
+    dyn = dynamic.DynamicClient(api)
+    smon = dyn.resources.get(api_version="monitoring.coreos.com/v1", kind="ServiceMonitor")
+    smon.create(namespace=NS, body={"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+                                    "metadata": {"name": "sm"}, "spec": {"endpoints": [{"port": "metrics"}]}})
+    assert smon.get(namespace=NS, name="sm").spec.endpoints[0].port == "metrics"
+    # a CRD created through the API becomes a served resource
+    client.ApiextensionsV1Api(api).create_custom_resource_definition({
+        "metadata": {"name": "widgets.example.com"}, "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": True, "storage": True,
+                          "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "example.com", "v1", NS, "widgets", {"apiVersion": "example.com/v1", "kind": "Widget",
+                                            "metadata": {"name": "w"}})
+    assert kube.get("widgets.example.com", "w")["kind"] == "Widget"
+
+
+def test_garbage_collection_and_finalizers(api: client.ApiClient, kube: FakeKubeServer) -> None:
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    spec = {"restartPolicy": "Never", "containers": [{"name": "c", "image": "i", "command": ["true"]}]}
+    for name in ("gc-bg", "gc-orphan"):
+        job = batch.create_namespaced_job(NS, {"metadata": {"name": name}, "spec": {"suspend": True,
+                                                                                  "template": {"spec": spec}}})
+        core.create_namespaced_pod(NS, {"metadata": {"name": f"{name}-pod", "ownerReferences": [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job.metadata.uid}]}, "spec": spec})
+    batch.delete_namespaced_job("gc-bg", NS, propagation_policy="Background")
+    batch.delete_namespaced_job("gc-orphan", NS)  # batch/v1 Jobs orphan their pods by default
+    assert kube.get("pods", "gc-bg-pod") is None and kube.get("pods", "gc-orphan-pod") is not None
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "fin", "finalizers": ["example.com/keep"]}})
+    core.delete_namespaced_config_map("fin", NS)
+    assert core.read_namespaced_config_map("fin", NS).metadata.deletion_timestamp is not None
+    core.patch_namespaced_config_map("fin", NS, {"metadata": {"finalizers": None}})
+    assert kube.get("configmaps", "fin") is None
 
 
 def test_pod_logs_read_and_follow(api: client.ApiClient, kube: FakeKubeServer) -> None:

@@ -16,9 +16,9 @@ import zstandard
 
 from . import __version__
 from .catalog import save_manifest
-from .errors import EtcdBackupError, EtcdUnavailable, UsageError
+from .errors import EtcdUnavailable, UsageError
 from .etcd.client import EndpointStatus, EtcdClient, TLSFiles, connect_healthy
-from .format import CIPHER_NAMES, CODEC_NONE, CODEC_ZSTD, DEFAULT_FRAME_SIZE, FrameSealer
+from .format import CIPHER_NAMES, CODEC_NONE, CODEC_ZSTD, DEFAULT_FRAME_SIZE, FrameSealer, key_id
 from .manifest import SnapshotManifest, format_time, new_snapshot_id, object_name
 from .progress import transfer_progress
 from .snapshot_hash import SnapshotHashCheck
@@ -157,7 +157,7 @@ def take_backup(opts: BackupOptions) -> SnapshotManifest:
             raw_sha256=streamed.raw_sha256, stored_sha256=streamed.stored_sha256,
             codec="zstd" if opts.compress else "none",
             cipher=CIPHER_NAMES[1] if opts.key else CIPHER_NAMES[0],
-            key_id=_key_id_hex(opts.key), duration_seconds=0.0, tool_version=__version__)
+            key_id=key_id(opts.key).hex() if opts.key else "", duration_seconds=0.0, tool_version=__version__)
         try:
             _verify_new(opts, manifest)
         except BaseException:
@@ -167,12 +167,6 @@ def take_backup(opts: BackupOptions) -> SnapshotManifest:
         save_manifest(opts.store, manifest)
         return manifest
     raise EtcdUnavailable("no etcd endpoint could take a snapshot: " + "; ".join(problems))
-
-
-def _key_id_hex(key: bytes | None) -> str:
-    from .format import key_id
-
-    return key_id(key).hex() if key else ""
 
 
 def _verify_new(opts: BackupOptions, manifest: SnapshotManifest) -> None:
@@ -190,6 +184,3 @@ def _verify_new(opts: BackupOptions, manifest: SnapshotManifest) -> None:
     manifest.db_total_keys = result.total_keys
     manifest.verified = True
     manifest.verification = result.as_dict()
-
-
-__all__ = ["BackupOptions", "EtcdBackupError", "VERIFY_MODES", "take_backup"]

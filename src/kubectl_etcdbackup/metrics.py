@@ -7,6 +7,7 @@ textfile (the textfile is the state between CronJob runs).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
@@ -42,8 +43,6 @@ def build_registry(store_url: str, *, success: bool, duration: float, size: int 
     prev_last = _previous(textfile, "etcd_backup_last_success_timestamp").get(store_url)
     prev_size = _previous(textfile, "etcd_backup_size_bytes").get(store_url)
     prev_fail = _previous(textfile, "etcd_backup_failures_total").get(store_url, 0.0)
-    import time
-
     dur.labels(**labels).set(duration)
     if success:
         last.labels(**labels).set(time.time())

@@ -190,6 +190,8 @@ class KubeletSimulator:
                 if self._stop.is_set() or self.server.get("jobs", name, ns) is None:
                     return
                 ok = self._run_pod(job)
+                if self._stop.is_set():
+                    return  # killed because the simulator stops: leave the Job unfinished
                 if ok:
                     break
                 failed += 1

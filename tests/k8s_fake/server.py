@@ -12,7 +12,7 @@ decoded with schemas read from the kubectl binary. OpenAPI v3 is a stub without 
 are not rejected. Not served: CBOR bodies (415), Table output (kubectl prints NAME/AGE only), authn/authz
 (any token is accepted), admission webhooks, scheduling, SPDY exec, port-forward, attach, proxy.
 
-Run standalone:  python -m k8s_fake.server [--port N]   (from tests/; Ctrl-C stops)
+Run standalone:  python -m k8s_fake [--port N]   (from tests/; Ctrl-C stops)
 """
 
 from __future__ import annotations
@@ -473,9 +473,12 @@ class _Api:
         stdin ends when the client closes or after a quiet second (documented limitation)."""
         data = bytearray()
         deadline = self.loop.time() + self.fake.exec_stdin_timeout
-        while self.loop.time() < deadline and not self.stopping:
+        while not self.stopping:
+            left = deadline - self.loop.time()
+            if left <= 0:
+                break
             try:
-                msg = await ws.receive(timeout=None if v5 else 1.0)
+                msg = await ws.receive(timeout=left if v5 else min(1.0, left))
             except TimeoutError:
                 break
             if msg.type == aiohttp.WSMsgType.BINARY:

@@ -114,9 +114,10 @@ def prune(st: Any, retain_count: int | None, retain_age_s: float | None, dry_run
     listing = list_snapshots(st)
     warn_problems(listing)
     decision = decide(listing.snapshots, policy, datetime.now(UTC))
+    doomed_ids = {m.id for m in decision.delete}
     rows = []
     for m in listing.snapshots:
-        doomed = m in decision.delete
+        doomed = m.id in doomed_ids
         if doomed and not dry_run:
             delete_snapshot(st, m)
         action = ("would delete" if dry_run else "deleted") if doomed else "keep"
