@@ -63,6 +63,7 @@ class Run:
     stderr: str
     maxrss_kib: int  # wait4() ru_maxrss: the child, or its largest waited-for descendant
     hwm_kib: int  # VmHWM of the child process itself (last /proc poll before it exited)
+    cpu_s: float  # user + system CPU of the child (and its waited-for descendants)
 
 
 class BenchError(RuntimeError):
@@ -124,7 +125,7 @@ def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
             stdout = out_f.read().decode(errors="replace")
         err_f.seek(0)
         stderr = err_f.read().decode(errors="replace")
-    r = Run(cmd, elapsed, p.returncode, stdout, stderr, usage.ru_maxrss, hwm)
+    r = Run(cmd, elapsed, p.returncode, stdout, stderr, usage.ru_maxrss, hwm, usage.ru_utime + usage.ru_stime)
     if timed_out.is_set():
         raise BenchError(f"timed out after {timeout:g}s: {' '.join(cmd[:4])} ...")
     if check and r.rc != 0:
@@ -231,6 +232,13 @@ class EtcdServer:
         if check and p.returncode != 0:
             raise BenchError(f"etcdctl {' '.join(args)} failed: {p.stderr.strip()[-500:]}")
         return p
+
+    def cpu_seconds(self) -> float:
+        """user + system CPU used by the etcd server so far (from /proc/<pid>/stat)."""
+        if self.proc is None:
+            return 0.0
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def status(self) -> dict[str, Any]:
         return json.loads(self.ctl("endpoint", "status", "-w", "json").stdout)[0]["Status"]
@@ -378,11 +386,38 @@ def _check_restored(data_dir: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# stage breakdown of our pipeline (run in a fresh subprocess: `run_bench.py --stage-probe RAW ENDPOINT`)
+# where the time goes: stages of our pipeline in isolation (a fresh subprocess: `run_bench.py --stage-probe ...`)
 
 
-def stage_probe(raw: Path, endpoint: str) -> dict[str, float]:
-    """Time each stage of the backup pipeline in isolation (seconds). Reads the package's own classes."""
+class _OnePassHashCheck:
+    """Proposed variant of snapshot_hash.SnapshotHashCheck: one sha256 pass over the db bytes; the whole-stream
+    digest is sha256(db || tail) = a copy of the db hasher updated with the 32-byte tail."""
+
+    def __init__(self) -> None:
+        import hashlib
+
+        self._db = hashlib.sha256()
+        self._tail = b""
+
+    def update(self, data: bytes) -> None:
+        if len(data) >= 32:
+            if self._tail:
+                self._db.update(self._tail)
+            self._db.update(memoryview(data)[:-32])
+            self._tail = data[-32:]
+        else:
+            buf = self._tail + data
+            self._db.update(buf[:-32])
+            self._tail = buf[-32:]
+
+    def digests(self) -> tuple[bytes, bytes]:
+        whole = self._db.copy()
+        whole.update(self._tail)
+        return self._db.digest(), whole.digest()
+
+
+def stage_probe(raw: Path, endpoint: str) -> dict[str, Any]:
+    """Seconds per stage over the raw snapshot in etcd's 32 KiB messages, using the package's own classes."""
     import hashlib
 
     import zstandard
@@ -393,93 +428,137 @@ def stage_probe(raw: Path, endpoint: str) -> dict[str, float]:
     from kubectl_etcdbackup.snapshot_hash import SnapshotHashCheck
 
     def timed(fn: Callable[[], object]) -> float:
-        t = time.perf_counter()
+        t0 = time.perf_counter()
         fn()
-        return time.perf_counter() - t
+        return time.perf_counter() - t0
 
-    out: dict[str, float] = {}
+    sec: dict[str, float] = {}
+    ratio: dict[str, float] = {}
     with EtcdClient(endpoint) as client:
         def drain(wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
             for resp in wrap(client.snapshot(1800)):
                 _ = resp.blob
 
-        out["grpc_stream_only"] = timed(lambda: drain(lambda it: it))
-        out["grpc_stream_read_ahead_thread"] = timed(lambda: drain(_read_ahead))
+        sec["grpc receive only (main thread)"] = timed(lambda: drain(lambda it: it))
+        sec["grpc receive via _read_ahead thread"] = timed(lambda: drain(_read_ahead))
     data = raw.read_bytes()
-    chunks = [data[i:i + 32768] for i in range(0, len(data), 32768)]  # etcd's message size
+    chunks = [data[i:i + 32768] for i in range(0, len(data), 32768)]
+
+    def sha_once() -> None:
+        h = hashlib.sha256()
+        for c in chunks:
+            h.update(c)
+
+    def feed(check: Any) -> Any:
+        for c in chunks:
+            check.update(c)
+        return check
+
+    sec["sha256, one pass"] = timed(sha_once)
+    sec["SnapshotHashCheck (2 sha256 passes)"] = timed(lambda: feed(SnapshotHashCheck()))
+    sec["proposed one-pass hash check"] = timed(lambda: feed(_OnePassHashCheck()))
+    ref = feed(SnapshotHashCheck())
+    db_digest, whole = feed(_OnePassHashCheck()).digests()
+    if whole.hex() != ref.raw_sha256 or db_digest != data[-32:]:
+        raise BenchError("one-pass hash check does not reproduce SnapshotHashCheck")
     del data
-    out["sha256_one_pass"] = timed(lambda: _sha(chunks))
-    out["snapshot_hash_check"] = timed(lambda: _feed(SnapshotHashCheck(), chunks))
-    comp: list[bytes] = []
+    compressed: dict[int, list[bytes]] = {}
+    for level in (3, 1):
+        def compress(level: int = level) -> None:
+            c = zstandard.ZstdCompressor(level=level).compressobj()
+            out = [c.compress(x) for x in chunks]
+            out.append(c.flush())
+            compressed[level] = out
 
-    def compress() -> None:
-        c = zstandard.ZstdCompressor(level=3).compressobj()
-        comp.extend(c.compress(x) for x in chunks)
-        comp.append(c.flush())
-
-    out["zstd_level3_compressobj"] = timed(compress)
+        sec[f"zstd level {level} (compressobj)"] = timed(compress)
+        ratio[f"zstd level {level} (compressobj)"] = sum(map(len, compressed[level])) / sum(map(len, chunks))
     key = os.urandom(32)
 
     def seal() -> None:
         s = FrameSealer(key, CODEC_ZSTD)
-        for x in comp:
+        for x in compressed[3]:
             s.add(x)
         s.finish()
 
-    out["aes_gcm_frames_on_compressed"] = timed(seal)
+    sec["AES-256-GCM frames (on zstd-3 output)"] = timed(seal)
 
-    def all_cpu() -> None:  # the pipeline's CPU work on one thread, without gRPC and the store
-        check, c, s, h = (SnapshotHashCheck(), zstandard.ZstdCompressor(level=3).compressobj(),
-                          FrameSealer(key, CODEC_ZSTD), hashlib.sha256())
+    def cpu_pipeline(level: int, check: Any) -> None:  # the backup's CPU work on one thread, no gRPC, no store
+        c, s, h = zstandard.ZstdCompressor(level=level).compressobj(), FrameSealer(key, CODEC_ZSTD), hashlib.sha256()
         for x in chunks:
             check.update(x)
             h.update(s.add(c.compress(x)))
         h.update(s.add(c.flush()))
         h.update(s.finish())
 
-    out["cpu_pipeline_no_grpc"] = timed(all_cpu)
-    return out
+    sec["CPU pipeline as is (zstd 3, 2 sha passes)"] = timed(lambda: cpu_pipeline(3, SnapshotHashCheck()))
+    sec["CPU pipeline proposed (zstd 1, 1 sha pass)"] = timed(lambda: cpu_pipeline(1, _OnePassHashCheck()))
+    target = raw.with_name("probe-write.db")
+    for fsync in (False, True):
+        def write(fsync: bool = fsync) -> None:
+            with open(target, "wb") as f:
+                for c in chunks:
+                    f.write(c)
+                if fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+
+        sec[f"write raw file{' + fsync' if fsync else ''}"] = timed(write)
+        target.unlink()
+    return {"seconds": sec, "ratio": ratio}
 
 
-def _sha(chunks: list[bytes]) -> None:
-    import hashlib
+def startup_costs(ctx: Ctx) -> dict[str, float]:
+    """Fixed per-invocation costs (best of 3 fresh processes each)."""
+    def best(cmd: list[Any]) -> float:
+        return min(run(cmd, timeout=120, env=ctx.env).seconds for _ in range(3))
 
-    h = hashlib.sha256()
-    for c in chunks:
-        h.update(c)
-
-
-def _feed(check: Any, chunks: list[bytes]) -> None:
-    for c in chunks:
-        check.update(c)
-
-
-def cli_startup(ctx: Ctx) -> float:
-    """Import + argument parsing cost of our CLI (best of 3)."""
-    return min(run([ctx.tools.ours, "agent", "backup", "--help"], timeout=60, env=ctx.env).seconds for _ in range(3))
+    py = ctx.tools.python
+    bare = best([py, "-c", "pass"])
+    return {"python -c pass": bare,
+            "kubectl-etcdbackup agent backup --help": best([ctx.tools.ours, "agent", "backup", "--help"]),
+            "import boto3 (extra over bare python)": best([py, "-c", "import boto3"]) - bare,
+            "import prometheus_client (extra)": best([py, "-c", "import prometheus_client"]) - bare,
+            "import grpc (extra)": best([py, "-c", "import grpc"]) - bare,
+            "import typer (extra)": best([py, "-c", "import typer"]) - bare}
 
 
 def profile_backup(ctx: Ctx, store: Path, out: Path) -> str:
     """cProfile (main thread only) of one `agent backup --verify hash`; returns the top of the report."""
+    import io
+    import pstats
+
     shutil.rmtree(store, ignore_errors=True)
     run([ctx.tools.python, "-m", "cProfile", "-o", out, ctx.tools.ours, "agent", "backup", "--endpoints",
          ctx.server.endpoint, "--store", f"file://{store}", "--key-file", ctx.key_file, "--verify", "hash",
          "--no-progress"], timeout=ctx.timeout, env=ctx.env)
     shutil.rmtree(store, ignore_errors=True)
-    import io
-    import pstats
-
     buf = io.StringIO()
-    pstats.Stats(str(out), stream=buf).sort_stats("tottime").print_stats(15)
-    return buf.getvalue()
+    pstats.Stats(str(out), stream=buf).sort_stats("tottime").print_stats(12)
+    text = buf.getvalue()
+    return text[text.index("ncalls"):] if "ncalls" in text else text
 
 
 # --------------------------------------------------------------------------------------------------------------
-# reporting
+# results and the report
 
 
-def summary(times: list[float]) -> dict[str, float]:
-    return {"best": min(times), "median": statistics.median(times), "all": times}  # type: ignore[dict-item]
+@dataclass
+class Series:
+    """Repeated measurements of one operation."""
+
+    seconds: list[float]
+    cpu: list[float]  # client-side CPU seconds (our process / etcdctl / gzip+gpg ...)
+    server_cpu: list[float] | None  # etcd server CPU seconds during the run (None: etcd not involved)
+    rss_mib: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"best": min(self.seconds), "median": statistics.median(self.seconds),
+                             "all": self.seconds, "cpu_median": statistics.median(self.cpu)}
+        if self.server_cpu:
+            d["etcd_cpu_median"] = statistics.median(self.server_cpu)
+        if self.rss_mib:
+            d["peak_rss_mib"] = max(self.rss_mib)
+        return d
 
 
 def verdict(ok: bool) -> str:
@@ -504,40 +583,55 @@ def print_report(res: dict[str, Any]) -> None:
     m, t, raw_size = res["machine"], res["timings"], res["raw_snapshot_bytes"]
     print()
     print(f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_gib']} GiB RAM, Python {m['python']}, "
-          f"etcd {m['etcd']}, {m['gpg']}; load avg {m['loadavg_start']:.2f} -> {m['loadavg_end']:.2f}")
+          f"etcd {m['etcd']}, {m['gpg']}; 1-min load avg {m['loadavg_start']:.2f} at start, "
+          f"{m['loadavg_end']:.2f} at end")
     print(f"data: {res['keys']} keys x {res['value_size']} B values; etcd db {res['db_size_bytes'] / MB:.1f} MB, "
-          f"snapshot {raw_size / MB:.1f} MB; loaded in {res['load_seconds']:.1f} s; repeat {res['repeat']}")
+          f"snapshot {raw_size / MB:.1f} MB; loaded in {res['load_seconds']:.1f} s; each measurement x{res['repeat']}")
     print()
-    hdr = f"{'measurement':44s} {'best s':>8s} {'median s':>9s} {'MB/s':>8s} {'peak RSS MiB':>13s} {'stored MB':>10s}"
+    hdr = (f"{'measurement':46s} {'best s':>7s} {'median s':>9s} {'MB/s':>6s} {'CPU s':>6s} {'etcd CPU s':>10s} "
+           f"{'peak RSS MiB':>12s} {'stored MB':>9s}")
     print(hdr)
     print("-" * len(hdr))
+
+    def cell(v: float | None, width: int, fmt: str) -> str:
+        return f"{v:{width}{fmt}}" if v is not None else " " * width
+
     for row in res["table"]:
         tm = t[row["key"]]
-        speed = f"{raw_size / MB / tm['best']:8.0f}" if row.get("speed", True) else f"{'':8s}"
-        rss = f"{row['rss_mib']:13.1f}" if row.get("rss_mib") is not None else f"{'':13s}"
-        stored = f"{row['stored'] / MB:10.1f}" if row.get("stored") is not None else f"{'':10s}"
-        print(f"{row['label']:44s} {tm['best']:8.2f} {tm['median']:9.2f} {speed} {rss} {stored}")
+        print(f"{row['label']:46s} {tm['best']:7.2f} {tm['median']:9.2f} {raw_size / MB / tm['best']:6.0f} "
+              f"{tm['cpu_median']:6.2f} {cell(tm.get('etcd_cpu_median'), 10, '.2f')} "
+              f"{cell(tm.get('peak_rss_mib'), 12, '.1f')} {cell(row.get('stored'), 9, '.1f')}")
+    print("(MB/s = snapshot MB / best time; CPU s = median user+sys of the client processes; etcd CPU s = median "
+          "CPU the etcd server spent during the run; RSS: our Python process only)")
     if res.get("rss_scaling"):
         print()
-        print("peak RSS of `agent backup --verify hash` vs db size (VmHWM of the Python process):")
+        print("peak RSS of `agent backup --verify hash` vs db size:")
         for p in res["rss_scaling"]:
             print(f"  {p['keys']:>8d} keys  db {p['db_size_bytes'] / MB:7.1f} MB  ->  {p['rss_mib']:6.1f} MiB")
     print()
-    print("ratios (best-of times; median in brackets):")
+    print("ratios (from best-of times; from medians in brackets):")
     for r in res["ratios"]:
-        target = f"target {r['target']:<10s} {r['verdict']}" if r.get("target") else "(info)"
-        med = f" [{r['median']:.2f}{r['unit']}]" if r.get("median") is not None else ""
-        print(f"  {r['name']:46s} {r['value']:8.2f}{r['unit']}{med:12s} {target}")
+        target = f"target {r['target']:<11s} {r['verdict']}" if r.get("target") else "(info)"
+        med = f"[{r['median']:.2f}{r['unit']}]" if r.get("median") is not None else ""
+        print(f"  {r['name']:44s} {r['value']:7.2f}{r['unit']:4s} {med:9s} {target}")
+    if res.get("startup"):
+        print()
+        print("fixed start-up cost per invocation (best of 3):")
+        for k, v in res["startup"].items():
+            print(f"  {k:44s} {v:6.2f} s")
     if res.get("stages"):
         print()
-        print(f"stage breakdown of our pipeline on the {raw_size / MB:.0f} MB snapshot (isolated, one thread each):")
-        for k, v in res["stages"].items():
-            speed = "" if k.startswith("cli_startup") else f"{raw_size / MB / v if v else 0:8.0f} MB/s of raw snapshot"
-            print(f"  {k:34s} {v:6.2f} s  {speed}")
+        print(f"stages of our pipeline in isolation, {raw_size / MB:.0f} MB snapshot in 32 KiB messages, one thread:")
+        for k, v in res["stages"]["seconds"].items():
+            rt = res["stages"]["ratio"].get(k)
+            extra = f"  size ratio {rt:.3f}" if rt is not None else ""
+            print(f"  {k:44s} {v:6.2f} s {raw_size / MB / v if v else 0:7.0f} MB/s{extra}")
+        for k, v in res.get("extra_steps", {}).items():
+            print(f"  {k:44s} {v:6.2f} s")
     if res.get("profile"):
         print()
-        print("cProfile of one `agent backup --verify hash` (main thread only, top by tottime):")
-        print(res["profile"])
+        print("cProfile of one `agent backup --verify hash` (main thread only; top 12 by own time):")
+        print(res["profile"].rstrip())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -558,7 +652,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rss-scaling", action=argparse.BooleanOptionalAction, default=None,
                     help="also measure RSS at 1/4 and 1/2 of the keys (default: on when --keys >= 20000)")
     ap.add_argument("--stages", choices=("auto", "on", "off"), default="auto",
-                    help="stage breakdown of our pipeline (auto: only when a target is missed)")
+                    help="where-the-time-goes breakdown of our pipeline (auto: only when a target is missed)")
     ap.add_argument("--profile", action="store_true", help="also cProfile one backup run")
     ap.add_argument("--stage-probe", nargs=2, metavar=("RAW", "ENDPOINT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -591,12 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         key_file, pass_file = work / "backup.key", work / "gpg.pass"
         key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
         pass_file.write_text("bench-passphrase-" + os.urandom(8).hex() + "\n")
-        ctx = Ctx(tools, server, work, key_file, pass_file, gnupg, args.timeout)
-        res = bench(ctx, args)
+        res = bench(Ctx(tools, server, work, key_file, pass_file, gnupg, args.timeout), args)
     finally:
         server.stop()
-        if gnupg.is_dir():  # gpg started an agent for this GNUPGHOME; stop exactly that one
-            subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=str(gnupg)),
+        # gpg started an agent for this GNUPGHOME; stop exactly that one (it exits when its socket goes, too)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=dict(os.environ, GNUPGHOME=str(gnupg)),
                            capture_output=True, timeout=30, check=False)
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
@@ -604,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print_report(res)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        Path(args.json_out).write_text(json.dumps(res, indent=2) + "\n")
         print(f"\nresults written to {args.json_out}")
     return 0
 
@@ -619,7 +713,7 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     ctx.server.start()
     say(f"etcd up at {ctx.server.endpoint}; loading {args.keys} keys x {args.value_size} B")
 
-    # Load in steps so RSS can be measured at 1/4 and 1/2 of the data on the way.
+    # Load in steps so that RSS can be measured at 1/4 and 1/2 of the data on the way.
     steps = sorted({args.keys // 4, args.keys // 2, args.keys} - {0}) if args.rss_scaling else [args.keys]
     scaling: list[dict[str, Any]] = []
     loaded, load_s = 0, 0.0
@@ -636,117 +730,123 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     res |= {"load_seconds": load_s, "db_size_bytes": int(st["dbSize"]), "etcd_revision": st["header"]["revision"]}
     say(f"loaded in {load_s:.1f} s; etcd db size {res['db_size_bytes'] / MB:.1f} MB")
 
-    # Warm-up (not measured): first-run effects such as page cache and gpg-agent start.
-    raw_save(ctx, ctx.work / "warmup.db")
-    (ctx.work / "warmup.db").unlink()
+    # Warm-up, not measured: page cache, first gpg-agent start.
+    seed_backup(ctx, ctx.work / "warmup")[1].unlink()
+
+    series: dict[str, Series] = {}
+
+    def record(key: str, runs: list[Run], server_cpu: float | None, rss_mib: float | None = None) -> None:
+        s = series.setdefault(key, Series([], [], [] if server_cpu is not None else None, []))
+        s.seconds.append(sum(r.seconds for r in runs))
+        s.cpu.append(sum(r.cpu_s for r in runs))
+        if s.server_cpu is not None and server_cpu is not None:
+            s.server_cpu.append(server_cpu)
+        if rss_mib is not None:
+            s.rss_mib.append(rss_mib)
+
+    def with_server_cpu(fn: Callable[[], Any]) -> tuple[Any, float]:
+        c0 = ctx.server.cpu_seconds()
+        out = fn()
+        return out, ctx.server.cpu_seconds() - c0
 
     raw_path, hash_store, status_store = ctx.work / "raw.db", ctx.work / "store-hash", ctx.work / "store-status"
-    times: dict[str, list[float]] = {k: [] for k in ("raw", "ours_hash", "ours_status", "seed", "seed_save",
-                                                     "seed_gzip", "seed_gpg")}
-    rss: dict[str, list[float]] = {"ours_hash": [], "ours_status": [], "ours_status_wait4": [], "raw": [],
-                                   "seed": []}
     ours_out: dict[str, Any] = {}
-    seed_gpg = ctx.work / "seed"
+    seed_file = ctx.work / "seed.db.gz.gpg"
     for i in range(args.repeat):  # interleaved, so drift on a shared machine hits every variant alike
         say(f"round {i + 1}/{args.repeat}: etcdctl snapshot save")
-        r = raw_save(ctx, raw_path)
-        times["raw"].append(r.seconds)
-        rss["raw"].append(r.maxrss_kib / 1024)
+        r, cpu = with_server_cpu(lambda: raw_save(ctx, raw_path))
+        record("raw", [r], cpu, r.maxrss_kib / 1024)
         say(f"round {i + 1}/{args.repeat}: agent backup --verify hash")
-        r, ours_out = ours_backup(ctx, hash_store, "hash")
-        times["ours_hash"].append(r.seconds)
-        rss["ours_hash"].append(r.hwm_kib / 1024)
+        (r, ours_out), cpu = with_server_cpu(lambda: ours_backup(ctx, hash_store, "hash"))
+        record("ours_hash", [r], cpu, r.hwm_kib / 1024)
         say(f"round {i + 1}/{args.repeat}: agent backup --verify status")
-        r, _ = ours_backup(ctx, status_store, "status")
-        times["ours_status"].append(r.seconds)
-        rss["ours_status"].append(r.hwm_kib / 1024)
-        rss["ours_status_wait4"].append(r.maxrss_kib / 1024)
+        (r, _), cpu = with_server_cpu(lambda: ours_backup(ctx, status_store, "status"))
+        record("ours_status", [r], cpu, r.hwm_kib / 1024)
         say(f"round {i + 1}/{args.repeat}: seed save + gzip + gpg")
-        runs, seed_file = seed_backup(ctx, seed_gpg)
-        for k, rr in zip(("seed_save", "seed_gzip", "seed_gpg"), runs, strict=True):
-            times[k].append(rr.seconds)
-        times["seed"].append(sum(rr.seconds for rr in runs))
-        rss["seed"].append(max(rr.maxrss_kib for rr in runs) / 1024)
+        (runs, seed_file), cpu = with_server_cpu(lambda: seed_backup(ctx, ctx.work / "seed"))
+        record("seed", runs, cpu, max(rr.maxrss_kib for rr in runs) / 1024)
+        record("seed_save", runs[:1], cpu)
+        record("seed_gzip", runs[1:2], None)
+        record("seed_gpg", runs[2:], None)
     shutil.rmtree(status_store, ignore_errors=True)
     raw_size = raw_path.stat().st_size
     res["raw_snapshot_bytes"] = raw_size
     res["ours_backup_output"] = ours_out
-    if ours_out["raw_size"] != raw_size:
-        say(f"note: our raw_size {ours_out['raw_size']} != etcdctl file {raw_size} (revisions may differ)")
     sizes = {"raw": raw_size, "ours": int(ours_out["stored_size"]), "seed": seed_file.stat().st_size}
     res["stored_bytes"] = sizes
 
-    restore_t: dict[str, list[float]] = {"restore_ours": [], "restore_plain": [], "restore_seed": []}
     for i in range(args.repeat):
-        say(f"round {i + 1}/{args.repeat}: restore (ours, etcdutl, seed)")
-        d = ctx.work / "restore-ours"
-        restore_t["restore_ours"].append(ours_restore(ctx, hash_store, ours_out["id"], d).seconds)
-        shutil.rmtree(d)
+        say(f"round {i + 1}/{args.repeat}: restore (etcdutl, ours, seed)")
         d = ctx.work / "restore-plain"
-        restore_t["restore_plain"].append(plain_restore(ctx, raw_path, d).seconds)
+        record("restore_plain", [plain_restore(ctx, raw_path, d)], None)
+        shutil.rmtree(d)
+        d = ctx.work / "restore-ours"
+        record("restore_ours", [ours_restore(ctx, hash_store, ours_out["id"], d)], None)
         shutil.rmtree(d)
         d = ctx.work / "restore-seed"
-        restore_t["restore_seed"].append(sum(r.seconds for r in seed_restore(ctx, seed_file, d)))
+        record("restore_seed", seed_restore(ctx, seed_file, d), None)
         shutil.rmtree(d)
-    times.update(restore_t)
-    t = {k: summary(v) for k, v in times.items()}
+    t = {k: s.as_dict() for k, s in series.items()}
     res["timings"] = t
-    res["rss_mib"] = {k: max(v) for k, v in rss.items() if v}
     if scaling:
         scaling.append({"keys": args.keys, "db_size_bytes": res["db_size_bytes"],
-                        "rss_mib": res["rss_mib"]["ours_hash"], "seconds": t["ours_hash"]["best"]})
+                        "rss_mib": t["ours_hash"]["peak_rss_mib"], "seconds": t["ours_hash"]["best"]})
     res["rss_scaling"] = scaling
 
     res["table"] = [
-        {"key": "raw", "label": "etcdctl snapshot save (raw, unencrypted)", "rss_mib": res["rss_mib"]["raw"],
-         "stored": raw_size},
-        {"key": "ours_hash", "label": "ours: agent backup --verify hash", "rss_mib": res["rss_mib"]["ours_hash"],
-         "stored": sizes["ours"]},
-        {"key": "ours_status", "label": "ours: agent backup --verify status (default)",
-         "rss_mib": res["rss_mib"]["ours_status"], "stored": sizes["ours"]},
-        {"key": "seed", "label": "seed: save + gzip + gpg (total)", "rss_mib": res["rss_mib"]["seed"],
-         "stored": sizes["seed"]},
-        {"key": "seed_save", "label": "  seed step: etcdctl snapshot save"},
-        {"key": "seed_gzip", "label": "  seed step: gzip -6"},
-        {"key": "seed_gpg", "label": "  seed step: gpg --symmetric AES256"},
+        {"key": "raw", "label": "etcdctl snapshot save (raw, unencrypted)", "stored": raw_size / MB},
+        {"key": "ours_hash", "label": "ours: agent backup --verify hash", "stored": sizes["ours"] / MB},
+        {"key": "ours_status", "label": "ours: agent backup --verify status (default)", "stored": sizes["ours"] / MB},
+        {"key": "seed", "label": "seed: save + gzip + gpg (total)", "stored": sizes["seed"] / MB},
+        {"key": "seed_save", "label": "  seed step 1: etcdctl snapshot save"},
+        {"key": "seed_gzip", "label": "  seed step 2: gzip -6"},
+        {"key": "seed_gpg", "label": "  seed step 3: gpg --symmetric AES256"},
         {"key": "restore_plain", "label": "restore: etcdutl snapshot restore (raw file)"},
-        {"key": "restore_ours", "label": "restore: ours (fetch+decrypt+verify+etcdutl)"},
-        {"key": "restore_seed", "label": "restore: seed (gpg -d + gunzip + etcdutl)"},
+        {"key": "restore_ours", "label": "restore: ours (fetch+decrypt+checks+etcdutl)"},
+        {"key": "restore_seed", "label": "restore: seed (gpg -d, gunzip, etcdutl)"},
     ]
 
-    def ratio(name: str, num: str, den: str, unit: str = "x", target: str = "",
-              ok: Callable[[float], bool] | None = None) -> dict[str, Any]:
-        v, med = t[num]["best"] / t[den]["best"], t[num]["median"] / t[den]["median"]
-        out: dict[str, Any] = {"name": name, "value": v, "median": med, "unit": unit}
+    def ratio(name: str, num: str, den: str, target: str = "", ok: Callable[[float], bool] | None = None,
+              ) -> dict[str, Any]:
+        v = t[num]["best"] / t[den]["best"]
+        out: dict[str, Any] = {"name": name, "value": v, "median": t[num]["median"] / t[den]["median"], "unit": "x"}
         if ok is not None:
             out |= {"target": target, "verdict": verdict(ok(v))}
         return out
 
-    rss_peak = res["rss_mib"]["ours_hash"]
+    rss_peak = t["ours_hash"]["peak_rss_mib"]
     res["ratios"] = [
-        ratio("ours(hash) speed / etcdctl raw speed", "raw", "ours_hash", target=f">= {TARGET_SPEED}x",
-              ok=lambda v: v >= TARGET_SPEED),
-        ratio("seed time / ours(hash) time", "seed", "ours_hash", target=f">= {TARGET_SEED}x",
-              ok=lambda v: v >= TARGET_SEED),
-        {"name": "ours peak RSS (verify hash, full db)", "value": rss_peak, "unit": " MiB",
+        ratio("ours(hash) speed / etcdctl raw speed", "raw", "ours_hash", f">= {TARGET_SPEED}x",
+              lambda v: v >= TARGET_SPEED),
+        ratio("seed time / ours(hash) time", "seed", "ours_hash", f">= {TARGET_SEED:g}x",
+              lambda v: v >= TARGET_SEED),
+        {"name": "ours peak RSS (verify hash, full db)", "value": rss_peak, "unit": "MiB",
          "target": f"<= {TARGET_RSS_MIB:.0f} MiB", "verdict": verdict(rss_peak <= TARGET_RSS_MIB)},
         ratio("ours(status) speed / etcdctl raw speed", "raw", "ours_status"),
         ratio("seed time / ours(status) time", "seed", "ours_status"),
-        ratio("restore time ours / plain etcdutl", "restore_ours", "restore_plain"),
-        ratio("restore time seed / ours", "restore_seed", "restore_ours"),
-        {"name": "stored size ours / raw", "value": sizes["ours"] / raw_size, "unit": ""},
-        {"name": "stored size seed / raw", "value": sizes["seed"] / raw_size, "unit": ""},
-        {"name": "stored size ours / seed", "value": sizes["ours"] / sizes["seed"], "unit": ""},
+        ratio("restore time: ours / plain etcdutl", "restore_ours", "restore_plain"),
+        ratio("restore time: seed / ours", "restore_seed", "restore_ours"),
+        {"name": "stored size: ours / raw", "value": sizes["ours"] / raw_size, "unit": ""},
+        {"name": "stored size: seed / raw", "value": sizes["seed"] / raw_size, "unit": ""},
+        {"name": "stored size: ours / seed", "value": sizes["ours"] / sizes["seed"], "unit": ""},
     ]
     missed = any(r.get("verdict") == "MISS" for r in res["ratios"])
 
     if args.stages == "on" or (args.stages == "auto" and missed):
-        say("stage breakdown of our pipeline")
-        res["cli_startup_seconds"] = cli_startup(ctx)
+        say("where the time goes: start-up costs, stages in isolation, snapshot get, etcdutl snapshot status")
+        res["startup"] = startup_costs(ctx)
         r = run([ctx.tools.python, Path(__file__).resolve(), "--stage-probe", raw_path, ctx.server.endpoint],
                 timeout=ctx.timeout, env=ctx.env)
-        res["stages"] = {"cli_startup (agent backup --help)": res["cli_startup_seconds"]} | json.loads(
-            r.stdout.strip().splitlines()[-1])
+        res["stages"] = json.loads(r.stdout.strip().splitlines()[-1])
+        got = ctx.work / "got.db"
+        res["extra_steps"] = {
+            "ours: snapshot get (store -> raw file, checked)": run(
+                [ctx.tools.ours, "snapshot", "get", ours_out["id"], "--store", f"file://{hash_store}",
+                 "--key-file", ctx.key_file, "-f", got, "--no-progress"], timeout=ctx.timeout, env=ctx.env).seconds,
+            "etcdutl snapshot status (raw file)": run(
+                [ctx.tools.etcdutl, "snapshot", "status", raw_path, "-w", "json"], timeout=ctx.timeout,
+                env=ctx.env).seconds}
+        got.unlink()
     if args.profile:
         say("cProfile of one backup")
         res["profile"] = profile_backup(ctx, ctx.work / "store-prof", ctx.work / "backup.prof")

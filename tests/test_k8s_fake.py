@@ -81,6 +81,9 @@ def test_server_listens_below_32768_and_serves_discovery(kube: FakeKubeServer) -
     batch = {r["name"] for r in _get_json(kube.url + "/apis/batch/v1")["resources"]}
     assert {"cronjobs", "jobs", "jobs/status"} <= batch
     assert _get_json(kube.url + "/version")["gitVersion"].startswith("v1.")
+    nss = _get_json(kube.url + "/api/v1/namespaces")
+    assert (nss["kind"], nss["apiVersion"]) == ("NamespaceList", "v1") and int(nss["metadata"]["resourceVersion"])
+    assert {"default", "kube-system"} <= {n["metadata"]["name"] for n in nss["items"]}
 
 
 # ----------------------------------------------------------------------------------------- official client
@@ -408,18 +411,19 @@ def test_kubectl_second_context(kubectl: Callable[..., subprocess.CompletedProce
 
 
 @needs_kubectl
-def test_kubectl_finds_plugins_on_path(tmp_path: Path) -> None:
-    """kubectl runs `kubectl-<name>` from PATH for `kubectl <name>` (no server involved); dashes in the
-    executable name become sub-commands: kubectl-etcdbackup-x would be `kubectl etcdbackup x`."""
+def test_kubectl_finds_plugins_on_path(tmp_path: Path, kubeconfig: Path) -> None:
+    """`kubectl <name> ARGS` runs the first executable `kubectl-<name>` on PATH with ARGS and kubectl's own
+    environment (so KUBECONFIG reaches the plugin); dashes in the executable's name become sub-commands
+    (kubectl-etcdbackup-x would answer `kubectl etcdbackup x`). `kubectl plugin list` shows what is found."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     plugin = bindir / "kubectl-hello"
-    plugin.write_text('#!/bin/sh\necho "hello $*"\n')
+    plugin.write_text(f'#!/bin/sh\necho "hello $*"\nexec {KUBECTL} get namespace default -o name\n')
     plugin.chmod(0o755)
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
     p = subprocess.run([str(KUBECTL), "hello", "world", "--flag"], capture_output=True, text=True, env=env,
                        timeout=30, check=True)
-    assert p.stdout == "hello world --flag\n"
+    assert p.stdout == "hello world --flag\nnamespace/default\n"
     listed = subprocess.run([str(KUBECTL), "plugin", "list"], capture_output=True, text=True, env=env, timeout=30,
                             check=False)
     assert str(plugin) in listed.stdout

@@ -155,10 +155,14 @@ def decode(body: bytes, kubectl: str | None = None) -> dict[str, Any]:
     try:
         env = unknown_cls.FromString(body[len(MAGIC):])
         api_version, kind = env.typeMeta.apiVersion, env.typeMeta.kind
-        try:
-            desc = pool.FindMessageTypeByName(_message_name(api_version, kind))
-        except KeyError:
-            raise ProtobufUnsupported(f"no protobuf schema for {api_version} {kind}") from None
+        for name in (_message_name(api_version, kind), _META + kind):  # meta/v1: DeleteOptions...
+            try:
+                desc = pool.FindMessageTypeByName(name)
+                break
+            except KeyError:
+                continue
+        else:
+            raise ProtobufUnsupported(f"no protobuf schema for {api_version} {kind}")
         obj = to_json(message_factory.GetMessageClass(desc).FromString(env.raw))
     except DecodeError as e:
         raise ProtobufUnsupported(f"corrupt protobuf body: {e}") from None

@@ -172,14 +172,14 @@ class _Api:
         rt = self.store.resource_type(group, version, rest[0])
         name = rest[1] if len(rest) > 1 else None
         sub = "/".join(rest[2:]) or None
-        if rt.namespaced and namespace is None and name is not None:
+        if (rt.namespaced and namespace is None and name is not None) or (not rt.namespaced and namespace):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return await self._resource(raw, body, method, query, rt, namespace, name, sub, watch)
 
     # ----------------------------------------------------------------------------------------- discovery
     def _groups(self) -> list[Obj]:
         versions: dict[str, list[str]] = {}
-        for rt in self.store.types.values():
+        for rt in self.store.all_types():
             if rt.group and rt.version not in versions.setdefault(rt.group, []):
                 versions[rt.group].append(rt.version)
         return [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
@@ -187,7 +187,7 @@ class _Api:
                 for g, vs in versions.items()]
 
     def _resource_list(self, group: str, version: str) -> aiohttp.web.Response:
-        types = [rt for rt in self.store.types.values() if (rt.group, rt.version) == (group, version)]
+        types = [rt for rt in self.store.all_types() if (rt.group, rt.version) == (group, version)]
         if not types:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         gv = f"{group}/{version}" if group else version
@@ -197,7 +197,7 @@ class _Api:
     def _openapi_v3(self, gv_path: str) -> aiohttp.web.Response:
         """Just enough OpenAPI v3 for kubectl to see that every PATCH takes ``fieldValidation`` (so it lets
         the server validate instead of downloading schemas). No schemas: the fake does not validate fields."""
-        gvs = {(rt.group, rt.version) for rt in self.store.types.values()}
+        gvs = {(rt.group, rt.version) for rt in self.store.all_types()}
         paths = {("apis/" + g if g else "api") + "/" + v: (g, v) for g, v in gvs}
         if not gv_path:
             return _json({"paths": {p: {"serverRelativeURL": f"/openapi/v3/{p}?hash=fake{self.store.rv}"}
@@ -206,7 +206,7 @@ class _Api:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         group, version = paths[gv_path]
         ops: Obj = {}
-        for rt in self.store.types.values():
+        for rt in self.store.all_types():
             if (rt.group, rt.version) != (group, version):
                 continue
             ns = "/namespaces/{namespace}" if rt.namespaced else ""
@@ -273,7 +273,7 @@ class _Api:
             out = st.patch(rt, namespace, name, obj, ptype, subresource=sub, dry_run=dry_run)
             return _json(out, 200 if existed or ptype != "apply" else 201)
         if method == "DELETE":
-            opts = self._parse_body(body, "json") or {}
+            opts = self._parse_body(body, ctype) or {}
             propagation = query.get("propagationPolicy") or opts.get("propagationPolicy")
             if opts.get("orphanDependents") is True:
                 propagation = "Orphan"
@@ -544,6 +544,8 @@ class FakeKubeServer:
     def start(self, timeout: float = 10.0) -> FakeKubeServer:
         if self._thread is not None:
             raise RuntimeError("already started")
+        self._ready.clear()
+        self._error = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="fake-kube-api",
                                         daemon=True)
         self._thread.start()

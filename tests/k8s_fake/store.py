@@ -357,6 +357,10 @@ class Store:
         with self.lock:
             self.types[(rt.group, rt.version, rt.plural)] = rt
 
+    def all_types(self) -> list[ResourceType]:
+        with self.lock:
+            return list(self.types.values())
+
     def resource_type(self, group: str, version: str, plural: str) -> ResourceType:
         rt = self.types.get((group, version, plural))
         if rt is None:
@@ -366,7 +370,7 @@ class Store:
 
     def type_for(self, api_version: str, kind: str) -> ResourceType:
         group, _, version = api_version.rpartition("/")
-        for rt in self.types.values():
+        for rt in self.all_types():
             if rt.group == group and rt.version == version and rt.kind == kind:
                 return rt
         raise ApiError(404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"')
@@ -379,7 +383,7 @@ class Store:
             return self.resource_type(group, version, plural)
         base, _, group = name.partition(".")
         low = base.lower()
-        hits = [rt for rt in self.types.values()
+        hits = [rt for rt in self.all_types()
                 if (not group or rt.group == group)
                 and low in (rt.plural, rt.singular, rt.kind.lower(), *rt.short_names)]
         if not hits:
@@ -689,7 +693,7 @@ class Store:
         return self._out(rt, gone)
 
     def _type_of_key(self, key: Key) -> ResourceType:
-        return next(rt for rt in self.types.values() if (rt.group, rt.plural) == key[:2])
+        return next(rt for rt in self.all_types() if (rt.group, rt.plural) == key[:2])
 
     def _collect_garbage(self, owner_uid: str) -> None:
         for key, obj in list(self.objects.items()):

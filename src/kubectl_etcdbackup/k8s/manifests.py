@@ -634,7 +634,7 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
         "encryption": {"existingSecret": opts.key_secret, "key": opts.key_secret_key},
         "etcd": {
             "endpoints": list(opts.etcd_endpoints),
-            "pki": {"hostPath": opts.etcd_pki_dir, "caFile": opts.etcd_ca_file, "certFile": opts.etcd_cert_file,
+            "pki": {"hostPath": opts.etcd_pki_dir.rstrip("/"), "caFile": opts.etcd_ca_file, "certFile": opts.etcd_cert_file,
                     "keyFile": opts.etcd_key_file},
         },
         "retention": {"count": opts.retain_count, "age": opts.retain_age},

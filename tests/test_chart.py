@@ -1,0 +1,340 @@
+"""chart/ (Helm): lint --strict, strict Kubernetes schemas (1.29, 1.33) for every rendered object, the values
+schema rejecting bad input, and the contract with kubectl_etcdbackup.k8s.manifests: for the same options,
+`helm template` renders the very same objects as render_manifests().
+
+ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) have no schema in kubernetes-validate: they are
+checked structurally here instead. The only normalisation in the contract is the PVC's Helm-only annotation
+`helm.sh/resource-policy: keep`; neither side emits helm.sh/chart or app.kubernetes.io/managed-by labels.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import kubernetes_validate.utils as kv_utils
+import pytest
+import yaml
+
+from kubectl_etcdbackup import __version__
+from kubectl_etcdbackup.k8s import manifests as m
+from kubectl_etcdbackup.k8s.manifests import ManifestOptions, render_manifests, to_helm_values
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "chart"
+HELM = ROOT / ".ci" / "bin" / "helm"
+K8S_VERSIONS = ["1.29.0", "1.33.0"]
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+if not hasattr(kv_utils.schema_contents, "cache_info"):
+    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
+
+
+def k8s_validate(obj: dict[str, Any], version: str) -> None:
+    """Strict schema validation; an unknown apiVersion/kind (no schema) is a failure, not a warning."""
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.SchemaNotFoundError as e:
+        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message}")
+    except kubernetes_validate.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {path}: {e.message}")
+
+
+@pytest.fixture(scope="session")
+def helm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    if not os.access(HELM, os.X_OK):
+        pytest.fail(f"{HELM} is missing: run .ci/get-kubectl-helm.sh", pytrace=False)
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELM_", "KUBECONFIG"))}
+    env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_DATA_HOME": str(home / "data"), "KUBECONFIG": str(home / "no-kubeconfig")}
+    return env
+
+
+def helm(env: dict[str, str], *args: str, tmp: Path | None = None, values: dict[str, Any] | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [str(HELM), *args]
+    if values is not None:
+        assert tmp is not None
+        f = tmp / f"values-{len(list(tmp.glob('values-*')))}.yaml"
+        f.write_text(yaml.safe_dump(values))
+        cmd += ["-f", str(f)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    if check:
+        assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stderr}"
+    return r
+
+
+def template(env: dict[str, str], tmp: Path, values: dict[str, Any] | None = None, *, release: str = "etcd-backup",
+             namespace: str = "etcd-backup", chart: Path = CHART, extra: tuple[str, ...] = ()) -> list[dict]:
+    r = helm(env, "template", release, str(chart), "-n", namespace, *extra, tmp=tmp, values=values or {})
+    return [o for o in yaml.safe_load_all(r.stdout) if o]
+
+
+# Values sets: chart defaults (PVC), S3 with everything optional switched on, PVC with an existing claim.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "s3": {
+        "store": {"type": "s3", "s3": {"bucket": "etcd-backups", "prefix": "prod/cluster-1",
+                                       "endpointUrl": "https://minio.example:9000", "region": "eu-west-1",
+                                       "existingSecret": "etcd-backup-s3", "sse": "aws:kms",
+                                       "sseKmsKeyId": "alias/etcd"}},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {"enabled": True, "etcdSelector": 'job="kube-etcd"', "labels": {"team": "sre"}},
+        "monitor": {"maxAge": "2h"},
+        "backup": {"timeZone": "Etc/UTC", "pushgateway": "http://pushgateway.monitoring:9091"},
+        "rbac": {"operator": {"create": True, "subjects": [
+            {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}]}},
+        "imagePullSecrets": ["regcred"],
+    },
+    "pvc": {
+        "store": {"type": "file", "pvc": {"create": False, "name": "etcd-backups", "mountPath": "/var/backups"}},
+        "backup": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
+                   "workDirSizeLimit": "10Gi", "verify": "restore"},
+        "priorityClassName": "system-node-critical",
+        "exporter": {"enabled": False},
+    },
+}
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_helm_lint_strict(helm_env: dict[str, str], tmp_path: Path, name: str) -> None:
+    r = helm(helm_env, "lint", "--strict", str(CHART), tmp=tmp_path, values=VALUE_SETS[name])
+    assert "0 chart(s) failed" in r.stdout
+
+
+def structural_check_crd(obj: dict[str, Any]) -> None:
+    """What the Prometheus Operator would reject: wrong group/version, missing selector/rules/fields."""
+    assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", obj["metadata"]["name"])
+    spec = obj["spec"]
+    if obj["kind"] == "ServiceMonitor":
+        assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+        assert spec["selector"]["matchLabels"]
+        for ep in spec["endpoints"]:
+            assert set(ep) <= {"port", "path", "interval", "scrapeTimeout", "scheme"} and ep["port"]
+            assert all(re.fullmatch(r"[0-9]+(ms|s|m|h)", ep[k]) for k in ("interval", "scrapeTimeout") if k in ep)
+    else:
+        for group in spec["groups"]:
+            assert set(group) <= {"name", "interval", "rules"} and group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+                assert rule["alert"] and isinstance(rule["expr"], str) and rule["expr"].strip()
+                assert "{{" not in rule["expr"] and rule["expr"].count("(") == rule["expr"].count(")")
+                assert rule["labels"]["severity"] in ("critical", "warning")
+                assert all(isinstance(v, str) for v in rule["annotations"].values())
+                if "for" in rule:
+                    assert re.fullmatch(r"[0-9]+[smhdw]", rule["for"])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_rendered_objects_pass_strict_kubernetes_schema(helm_env: dict[str, str], tmp_path: Path, name: str,
+                                                        version: str) -> None:
+    objs = template(helm_env, tmp_path, VALUE_SETS[name])
+    assert {"CronJob", "Pod"} <= {o["kind"] for o in objs}
+    for obj in objs:
+        if obj["kind"] in CRD_KINDS:
+            structural_check_crd(obj)
+        else:
+            k8s_validate(obj, version)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"store": {"type": "nfs"}}, ["store.type", '"file", "s3"']),
+    ({"backup": {"schedule": "every 15 minutes"}}, ["backup.schedule", "pattern"]),
+    ({"backup": {"schedule": "*/15 * * *"}}, ["backup.schedule"]),
+    ({"store": {"type": "s3"}}, ["store.s3", "bucket is required"]),
+    ({"store": {"type": "s3", "s3": {"bucket": "Not_A_Bucket"}}}, ["store.s3.bucket"]),
+    ({"store": {"pvc": {"create": False}}}, ["store.pvc.name"]),
+    ({"retention": {"age": "1h30m"}}, ["retention.age"]),
+    ({"monitor": {"maxAge": ""}}, ["monitor.maxAge"]),
+    ({"backup": {"verify": "maybe"}}, ["backup.verify"]),
+    ({"backup": {"securityContext": {"runAsNonRoot": True}}}, ["backup.securityContext.runAsUser"]),
+    ({"store": {"s3": {"sse": "yes"}}}, ["store.s3.sse"]),
+    ({"etcd": {"endpoints": []}}, ["etcd.endpoints"]),
+    ({"schedule": "*/5 * * * *"}, ["Additional property schedule is not allowed"]),
+])
+def test_values_schema_rejects_bad_values(helm_env: dict[str, str], tmp_path: Path, values: dict[str, Any],
+                                          expected: list[str]) -> None:
+    r = helm(helm_env, "template", "x", str(CHART), tmp=tmp_path, values=values, check=False)
+    assert r.returncode != 0
+    assert "values don't meet the specifications of the schema" in r.stderr
+    for text in expected:
+        assert text in r.stderr
+
+
+# --- contract: helm template == render_manifests ------------------------------------------------------------
+
+CONTRACT_OPTIONS: dict[str, ManifestOptions] = {
+    "defaults": ManifestOptions(),
+    "s3": ManifestOptions(store="s3://etcd-backups/cluster-1", s3_region="us-east-1",
+                          s3_existing_secret="etcd-backup-s3", s3_sse="AES256"),
+    "s3-everything": ManifestOptions(
+        name="prod-backup", namespace="ops", store="s3://etcd-backups/prod/", s3_endpoint_url="http://minio:9000",
+        s3_region="us-east-1", s3_existing_secret="creds", s3_sse="aws:kms", s3_sse_kms_key_id="arn:aws:kms:k",
+        exporter_port=9200, time_zone="Etc/UTC", operator_role=True,
+        operator_subjects=[{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
+        image_pull_secrets=["regcred"], priority_class_name="high", run_as_non_root=True, run_as_user=1000,
+        run_as_group=2000, work_dir_size_limit="10Gi", pushgateway_url="http://pgw:9091", retain_count=1_000_000,
+        retain_age="30d", max_age="45m", verify="hash", schedule="@hourly", suspend=True, backoff_limit=0,
+        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "etcd", "effect": "NoExecute",
+                      "tolerationSeconds": 60}],
+        resources={"requests": {"cpu": "1"}}, image="registry.example:5000/etcd-agent:dev-1"),
+    "pvc-existing-claim": ManifestOptions(
+        pvc_create=False, pvc_name="backups", store="file:///var/backups/etcd/", exporter_enabled=False,
+        node_selector={}, tolerations=[], service_account_annotations={"a": "b"}, etcd_pki_dir="/etc/etcd/pki/",
+        etcd_endpoints=["https://10.0.0.1:2379", "https://10.0.0.2:2379"], etcd_cert_file="client.crt",
+        etcd_key_file="client.key", image="ghcr.io/x/agent@sha256:" + "a" * 64),
+    "pvc-class": ManifestOptions(pvc_storage_class="local-path", pvc_size="100Gi",
+                                 pvc_access_modes=["ReadWriteOncePod"], concurrency_policy="Replace"),
+}
+
+
+def _normalise_helm(obj: dict[str, Any]) -> dict[str, Any]:
+    ann = obj["metadata"].get("annotations", {})
+    if obj["kind"] == "PersistentVolumeClaim" and ann.pop("helm.sh/resource-policy", None) and not ann:
+        del obj["metadata"]["annotations"]
+    return obj
+
+
+@pytest.mark.parametrize("name", list(CONTRACT_OPTIONS))
+def test_helm_renders_what_render_manifests_renders(helm_env: dict[str, str], tmp_path: Path, name: str) -> None:
+    opts = CONTRACT_OPTIONS[name]
+    rendered = template(helm_env, tmp_path, to_helm_values(opts), release=opts.name, namespace=opts.namespace,
+                        extra=("--skip-tests",))
+    from_helm = {(o["kind"], o["metadata"]["name"]): _normalise_helm(o) for o in rendered}
+    from_python = {(o["kind"], o["metadata"]["name"]): o for o in render_manifests(opts) if o["kind"] != "Namespace"}
+    assert sorted(from_helm) == sorted(from_python)
+    key = ("CronJob", opts.name)
+    assert from_helm[key] == from_python[key], "CronJob differs:\n" + _diff(from_python[key], from_helm[key])
+    for k, obj in from_python.items():
+        assert from_helm[k] == obj, f"{k} differs:\n" + _diff(obj, from_helm[k])
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    import difflib
+
+    return "\n".join(difflib.unified_diff(yaml.safe_dump(a).splitlines(), yaml.safe_dump(b).splitlines(),
+                                          "render_manifests", "helm template", lineterm=""))
+
+
+def test_chart_defaults_equal_python_defaults() -> None:
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    python_values = to_helm_values(ManifestOptions())
+    assert python_values.pop("fullnameOverride") == "etcd-backup" and chart_values["fullnameOverride"] == ""
+    assert python_values["image"].pop("tag") == __version__ and chart_values["image"].pop("tag") == ""
+    for k, v in python_values.items():
+        assert chart_values[k] == v, k
+
+
+def test_chart_version_and_schema_follow_the_python_module() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["name"] == m.APP_NAME and chart["appVersion"] == __version__
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    props = schema["properties"]
+    assert props["backup"]["properties"]["schedule"]["pattern"] == m.CRON_RE.pattern
+    assert props["retention"]["properties"]["age"]["pattern"] == m.DURATION_RE.pattern
+    assert props["monitor"]["properties"]["maxAge"]["pattern"] == m.DURATION_RE.pattern
+    assert props["store"]["properties"]["type"]["enum"] == ["file", "s3"]
+    assert props["backup"]["properties"]["verify"]["enum"] == list(m.VERIFY_MODES)
+
+    def strict(node: Any, path: str) -> None:  # every object with properties is closed
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, path
+            for k, v in node.items():
+                strict(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                strict(v, f"{path}[{i}]")
+
+    strict(schema, "$")
+
+
+# --- Helm-only objects --------------------------------------------------------------------------------------
+
+def test_helm_test_pod_verifies_latest_with_the_key(helm_env: dict[str, str], tmp_path: Path) -> None:
+    for name, values in VALUE_SETS.items():
+        (pod,) = [o for o in template(helm_env, tmp_path, values) if o["kind"] == "Pod"]
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test", name
+        (c,) = pod["spec"]["containers"]
+        assert c["command"] == ["kubectl-etcdbackup", "verify", "latest"]
+        args = c["args"]
+        assert args[args.index("--key-file") + 1] == "/etc/etcdbackup/key/key"
+        store = args[args.index("--store") + 1]
+        if name == "s3":
+            assert store == "s3://etcd-backups/prod/cluster-1" and "--s3-endpoint-url" in args
+            assert {e["name"] for e in c["env"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+        else:
+            assert store.startswith("file:///")
+        sc = pod["spec"]["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["fsGroup"] == 65532  # reads the 0400 key through fsGroup
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert not [o for o in template(helm_env, tmp_path, {"test": {"enabled": False}}) if o["kind"] == "Pod"]
+
+
+def test_test_pod_args_parse_with_the_cli(helm_env: dict[str, str], tmp_path: Path) -> None:
+    cli = pytest.importorskip("kubectl_etcdbackup.cli", reason="the CLI package is not importable")
+    import typer
+
+    (pod,) = [o for o in template(helm_env, tmp_path, VALUE_SETS["s3"]) if o["kind"] == "Pod"]
+    (c,) = pod["spec"]["containers"]
+    group: Any = typer.main.get_command(cli.app)
+    ctx = group.commands[c["command"][1]].make_context("verify", c["command"][2:] + c["args"])
+    assert ctx.params["key_file"] == "/etc/etcdbackup/key/key"
+
+
+def test_prometheus_rule_alerts(helm_env: dict[str, str], tmp_path: Path) -> None:
+    objs = template(helm_env, tmp_path, VALUE_SETS["s3"], namespace="ops")
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"EtcdBackupTooOld", "EtcdBackupFailing", "EtcdDbSizeNearQuota"} <= set(alerts)
+    assert alerts["EtcdBackupTooOld"]["expr"] == ('time() - max by (namespace, store) '
+                                                  '(etcd_backup_last_success_timestamp{namespace="ops"}) > 7200')
+    assert "increase(etcd_backup_failures_total{namespace=\"ops\"}[1h]) > 0" in alerts["EtcdBackupFailing"]["expr"]
+    assert alerts["EtcdDbSizeNearQuota"]["expr"] == (
+        '(etcd_mvcc_db_total_size_in_bytes{job="kube-etcd"} / etcd_server_quota_backend_bytes{job="kube-etcd"}) > 0.8')
+    assert "{{ $labels.store }}" in alerts["EtcdBackupTooOld"]["annotations"]["description"]
+    assert rule["metadata"]["labels"]["team"] == "sre"
+    (sm,) = [o for o in objs if o["kind"] == "ServiceMonitor"]
+    (svc,) = [o for o in objs if o["kind"] == "Service"]
+    assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # Default: 1h; no etcd selector.
+    objs = template(helm_env, tmp_path, {"prometheusRule": {"enabled": True}})
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    exprs = {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert exprs["EtcdBackupTooOld"].endswith("> 3600")
+    assert exprs["EtcdDbSizeNearQuota"] == "(etcd_mvcc_db_total_size_in_bytes / etcd_server_quota_backend_bytes) > 0.8"
+
+
+def test_notes_render(helm_env: dict[str, str], tmp_path: Path) -> None:
+    """NOTES.txt is not printed by `helm template`: render it through a wrapper template in a copy."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        '{{- define "notes-check" }}' + notes + '{{- end }}\n'
+        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n'
+        '  notes: {{ include "notes-check" . | toJson }}\n')
+    for name, values in VALUE_SETS.items():
+        (cm,) = [o for o in template(helm_env, tmp_path, values, chart=chart, namespace="ops",
+                                     extra=("--show-only", "templates/zz-notes.yaml"))]
+        text = cm["data"]["notes"]
+        assert "create secret generic etcd-backup-key" in text and "OUTSIDE the cluster" in text, name
+        assert "pod-security.kubernetes.io/enforce=privileged" in text
+        assert ("etcd-backup-s3" in text) == (name == "s3")
+        assert ("s3://etcd-backups/prod/cluster-1" in text) == (name == "s3")

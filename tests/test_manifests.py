@@ -1,0 +1,363 @@
+"""kubectl_etcdbackup.k8s.manifests: the in-cluster objects, their safety properties, schema validity for
+Kubernetes 1.29 and 1.33 (kubernetes-validate --strict, offline), the agent CLI contract, manifests/ freshness."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import kubernetes_validate.utils as kv_utils
+import pytest
+import yaml
+
+from kubectl_etcdbackup import __version__
+from kubectl_etcdbackup.k8s import manifests as m
+from kubectl_etcdbackup.k8s.manifests import ManifestError, ManifestOptions, render_manifests, to_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S_VERSIONS = ["1.29.0", "1.33.0"]
+
+# The schemas are large JSON files read on every validate() call; read each once.
+if not hasattr(kv_utils.schema_contents, "cache_info"):
+    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
+
+
+def k8s_validate(obj: dict[str, Any], version: str) -> None:
+    """Strict schema validation; an unknown apiVersion/kind (no schema) is a failure, not a warning."""
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.SchemaNotFoundError as e:
+        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message}")
+    except kubernetes_validate.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {path}: {e.message}")
+
+
+S3_OPTS = dict(store="s3://etcd-backups/cluster-1/", s3_region="eu-west-1", s3_existing_secret="etcd-backup-s3",
+               s3_endpoint_url="https://minio.example:9000", s3_sse="aws:kms", s3_sse_kms_key_id="alias/etcd")
+VARIANTS: dict[str, ManifestOptions] = {
+    "pvc": ManifestOptions(),
+    "s3": ManifestOptions(**S3_OPTS),
+    "everything": ManifestOptions(
+        name="prod-etcd", namespace="ops", store="file:///var/backups/etcd", pvc_storage_class="local-path",
+        pvc_size="50Gi", time_zone="Etc/UTC", image_pull_secrets=["regcred"], priority_class_name="high",
+        run_as_non_root=True, run_as_user=1000, run_as_group=1000, work_dir_size_limit="16Gi",
+        pushgateway_url="http://pushgateway.monitoring:9091", operator_role=True,
+        operator_subjects=[{"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}],
+        service_account_annotations={"example.com/owner": "sre"},
+        etcd_endpoints=["https://10.0.0.1:2379", "https://10.0.0.2:2379"], verify="restore"),
+    "s3-irsa-no-exporter": ManifestOptions(store="s3://etcd-backups", exporter_enabled=False, create_namespace=False,
+                                           service_account_annotations={
+                                               "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/etcd"}),
+}
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(objs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def backup_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_objects_pass_strict_kubernetes_schema(variant: str, version: str) -> None:
+    for obj in render_manifests(VARIANTS[variant]):
+        k8s_validate(obj, version)
+
+
+def test_validator_rejects_what_it_should() -> None:
+    cj = copy.deepcopy(one(render_manifests(), "CronJob"))
+    cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnly"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(cj, "1.29.0", strict=True)
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        kubernetes_validate.validate(cj | {"apiVersion": "batch/v1beta1"}, "1.29.0", strict=True)
+
+
+def test_default_objects_and_names() -> None:
+    objs = render_manifests()
+    assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
+        ("Namespace", "etcd-backup"), ("ServiceAccount", "etcd-backup"), ("ConfigMap", "etcd-backup-monitor"),
+        ("PersistentVolumeClaim", "etcd-backup-data"), ("CronJob", "etcd-backup"),
+        ("Deployment", "etcd-backup-exporter"), ("Service", "etcd-backup-exporter")]
+    for o in objs[1:]:
+        assert o["metadata"]["namespace"] == "etcd-backup"
+        assert o["metadata"]["labels"]["app.kubernetes.io/version"] == __version__
+        assert "app.kubernetes.io/managed-by" not in o["metadata"]["labels"]
+    ns = objs[0]["metadata"]["labels"]
+    assert ns["pod-security.kubernetes.io/enforce"] == "privileged"  # hostPath + hostNetwork + uid 0
+
+
+def test_cronjob_schedule_and_job_policy() -> None:
+    spec = one(render_manifests(), "CronJob")["spec"]
+    assert spec["schedule"] == "*/15 * * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert "timeZone" not in spec
+    for k in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        assert isinstance(spec[k], int)
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 1 and job["activeDeadlineSeconds"] == 900
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_backup_pod_runs_on_control_plane_next_to_etcd() -> None:
+    pod = backup_pod(render_manifests())
+    assert pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+    assert {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
+            "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_backup_container_is_locked_down(variant: str) -> None:
+    opts = VARIANTS[variant]
+    pod = backup_pod(render_manifests(opts))
+    (c,) = pod["containers"]
+    assert c["command"] == ["kubectl-etcdbackup", "agent", "backup"]
+    assert c["image"] == opts.image and "etcd:" not in c["image"]
+    assert not any(a in ("sh", "/bin/sh", "bash", "-c") for a in c["command"] + c["args"])
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    psc = pod["securityContext"]
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    if opts.run_as_non_root:
+        assert psc["runAsNonRoot"] is True and psc["runAsUser"] == opts.run_as_user
+        assert psc["fsGroup"] == opts.run_as_group  # makes the 0400 key file readable by the group
+    else:  # kubeadm's etcd client key is root-only
+        assert psc["runAsNonRoot"] is False and psc["runAsUser"] == 0 and "fsGroup" not in psc
+    assert c["resources"] == opts.resources
+    mounts = {v["name"]: v for v in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in vols["tmp"]
+    pki = opts.etcd_pki_dir
+    assert mounts["etcd-pki"] == {"name": "etcd-pki", "mountPath": pki, "readOnly": True}
+    assert vols["etcd-pki"]["hostPath"] == {"path": pki, "type": "Directory"}
+    args = c["args"]
+    assert flag(args, "--cacert") == f"{pki}/ca.crt"
+    assert flag(args, "--cert") == f"{pki}/healthcheck-client.crt"
+    assert flag(args, "--key") == f"{pki}/healthcheck-client.key"
+    assert flag(args, "--endpoints") == ",".join(opts.etcd_endpoints)
+    assert flag(args, "--retain-count") == str(opts.retain_count) and flag(args, "--retain-age") == opts.retain_age
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_encryption_key_only_as_a_mounted_file(variant: str) -> None:
+    opts = VARIANTS[variant]
+    objs = render_manifests(opts)
+    pod = backup_pod(objs)
+    (c,) = pod["containers"]
+    assert flag(c["args"], "--key-file") == "/etc/etcdbackup/key/key"
+    assert "--key-env" not in c["args"] and "--no-encryption" not in c["args"]
+    key_vol = next(v for v in pod["volumes"] if v["name"] == "encryption-key")
+    assert key_vol["secret"] == {"secretName": opts.key_secret, "defaultMode": 0o400,
+                                 "items": [{"key": opts.key_secret_key, "path": "key"}]}
+    assert {"name": "encryption-key", "mountPath": "/etc/etcdbackup/key", "readOnly": True} in c["volumeMounts"]
+    # The key Secret is referenced by that volume and nothing else (no env, no other pod).
+    text = json.dumps(objs)
+    assert text.count(f'"{opts.key_secret}"') == 1
+    for env in c.get("env", []):
+        assert env["name"].startswith("AWS_")
+
+
+def test_pvc_mode() -> None:
+    objs = render_manifests(ManifestOptions(pvc_storage_class="fast", pvc_size="5Gi"))
+    pvc = one(objs, "PersistentVolumeClaim")
+    assert pvc["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}},
+                           "storageClassName": "fast"}
+    pod = backup_pod(objs)
+    (c,) = pod["containers"]
+    assert flag(c["args"], "--store") == "file:///backups"
+    assert {"name": "backups", "mountPath": "/backups"} in c["volumeMounts"]
+    assert {"name": "backups", "persistentVolumeClaim": {"claimName": "etcd-backup-data"}} in pod["volumes"]
+    assert "env" not in c and "--s3-region" not in c["args"]
+    # An existing claim: referenced, not created.
+    objs = render_manifests(ManifestOptions(pvc_create=False, pvc_name="my-claim"))
+    assert not by_kind(objs, "PersistentVolumeClaim")
+    assert {"name": "backups", "persistentVolumeClaim": {"claimName": "my-claim"}} in backup_pod(objs)["volumes"]
+
+
+def test_s3_mode() -> None:
+    objs = render_manifests(VARIANTS["s3"])
+    assert not by_kind(objs, "PersistentVolumeClaim")
+    pod = backup_pod(objs)
+    (c,) = pod["containers"]
+    args = c["args"]
+    assert flag(args, "--store") == "s3://etcd-backups/cluster-1"  # normalised
+    assert flag(args, "--s3-endpoint-url") == "https://minio.example:9000"
+    assert flag(args, "--s3-region") == "eu-west-1"
+    assert flag(args, "--s3-sse") == "aws:kms" and flag(args, "--s3-sse-kms-key-id") == "alias/etcd"
+    assert [e["name"] for e in c["env"]] == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
+    for e in c["env"]:
+        ref = e["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == "etcd-backup-s3" and ref["key"] == e["name"]
+        assert ref.get("optional", False) == (e["name"] == "AWS_SESSION_TOKEN")
+    assert "backups" not in {v["name"] for v in pod["volumes"]}
+    # No Secret: the default AWS credential chain (IRSA); no credentials env at all.
+    objs = render_manifests(VARIANTS["s3-irsa-no-exporter"])
+    assert "env" not in backup_pod(objs)["containers"][0]
+    assert one(objs, "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert not by_kind(objs, "Deployment") and not by_kind(objs, "Namespace")
+
+
+@pytest.mark.parametrize("variant", ["pvc", "s3"])
+def test_exporter_reads_the_store_as_non_root(variant: str) -> None:
+    opts = VARIANTS[variant]
+    objs = render_manifests(opts)
+    cm, dep, svc = one(objs, "ConfigMap"), one(objs, "Deployment"), one(objs, "Service")
+    store = m.parse_store(opts.store)
+    expected = {"ETCDBACKUP_STORE": store.url, "ETCDBACKUP_MAX_AGE": "1h", "ETCDBACKUP_LISTEN": "0.0.0.0:9101"}
+    if variant == "s3":
+        expected |= {"ETCDBACKUP_S3_ENDPOINT_URL": opts.s3_endpoint_url, "ETCDBACKUP_S3_REGION": opts.s3_region}
+    assert cm["data"] == expected
+    tmpl = dep["spec"]["template"]
+    assert tmpl["metadata"]["annotations"]["checksum/config"] == m.config_checksum(cm["data"])
+    assert dep["spec"]["selector"]["matchLabels"].items() <= tmpl["metadata"]["labels"].items()
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    pod = tmpl["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["kubectl-etcdbackup", "agent", "exporter"] and "args" not in c
+    assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9101, "protocol": "TCP"}]
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "hostNetwork" not in pod and "encryption-key" not in json.dumps(pod)
+    if variant == "pvc":
+        assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in c["volumeMounts"]
+        assert pod["volumes"][-1]["persistentVolumeClaim"]["readOnly"] is True
+
+
+def test_config_checksum_matches_go_json() -> None:
+    # Helm: toJson (sorted keys, compact, <>& escaped as \u00XX) | sha256sum
+    data = {"b": "x<y&z>", "a": "é"}
+    go_json = '{"a":"é","b":"x\\u003cy\\u0026z\\u003e"}'
+    import hashlib
+
+    assert m.config_checksum(data) == hashlib.sha256(go_json.encode()).hexdigest()
+
+
+def test_agent_needs_no_rbac_and_operator_role_is_optional() -> None:
+    objs = render_manifests()
+    assert not by_kind(objs, "Role") and not by_kind(objs, "RoleBinding")
+    assert one(objs, "ServiceAccount")["automountServiceAccountToken"] is False
+    objs = render_manifests(VARIANTS["everything"])
+    role, binding = one(objs, "Role"), one(objs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert "secrets" not in resources and "jobs" in resources
+    assert binding["subjects"] == [{"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}]
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"schedule": "every 15 minutes"}, "schedule"),
+    ({"schedule": "*/15 * * *"}, "schedule"),
+    ({"store": "nfs://server/x"}, "store"),
+    ({"store": "file://relative/x"}, "store"),
+    ({"store": "file:///tmp/backups"}, "store"),
+    ({"store": "s3://"}, "store"),
+    ({"store": "s3://Bad_Bucket/x"}, "store"),
+    ({"retain_age": "1h30m"}, "duration"),
+    ({"max_age": "soon"}, "duration"),
+    ({"retain_count": 0}, "retain_count"),
+    ({"verify": "maybe"}, "verify"),
+    ({"concurrency_policy": "Sometimes"}, "concurrency_policy"),
+    ({"name": "Etcd_Backup"}, "name"),
+    ({"name": "x" * 53}, "name"),
+    ({"image": "ghcr.io/kubectl-etcdbackup/agent"}, "image"),
+    ({"pvc_create": False}, "pvc_name"),
+    ({"pvc_size": "lots"}, "pvc_size"),
+    ({"etcd_endpoints": []}, "etcd_endpoints"),
+    ({"etcd_endpoints": ["10.0.0.1:2379"]}, "etcd_endpoints"),
+    ({"run_as_non_root": True}, "run_as_user"),
+    ({"store": "s3://bucket", "s3_sse": "yes"}, "s3_sse"),
+    ({"store": "s3://bucket", "s3_sse_kms_key_id": "k"}, "s3_sse_kms_key_id"),
+    ({"exporter_port": 0}, "exporter_port"),
+])
+def test_invalid_options_are_rejected_with_the_option_name(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ManifestError, match=field):
+        render_manifests(ManifestOptions(**changes))
+
+
+def test_to_yaml_is_stable_multi_document() -> None:
+    objs = render_manifests(VARIANTS["s3"])
+    text = to_yaml(objs)
+    assert text == to_yaml(render_manifests(VARIANTS["s3"]))
+    assert text.count("---\n") == len(objs)
+    assert list(yaml.safe_load_all(text)) == objs
+    first = text.split("---\n")[1].splitlines()
+    assert first[:2] == ["apiVersion: v1", "kind: Namespace"]
+
+
+def test_duration_seconds() -> None:
+    assert [m.duration_seconds(d) for d in ("90s", "15m", "1h", "7d", "2w")] == [90, 900, 3600, 604800, 1209600]
+    with pytest.raises(ManifestError):
+        m.duration_seconds("0h")
+
+
+def test_manifests_dir_is_up_to_date() -> None:
+    spec = importlib.util.spec_from_file_location("gen_manifests", ROOT / "scripts" / "gen-manifests.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    expected = gen.render_all()
+    assert sorted(expected) == ["pvc.yaml", "s3.yaml"]
+    for name, text in expected.items():
+        path = ROOT / "manifests" / name
+        assert path.exists() and path.read_text() == text, \
+            f"manifests/{name} is out of date: run scripts/gen-manifests.py"
+    for name in expected:  # and what is committed is valid
+        for obj in yaml.safe_load_all((ROOT / "manifests" / name).read_text()):
+            for version in K8S_VERSIONS:
+                k8s_validate(obj, version)
+
+
+# --- the flags and variables we emit exist in the agent's CLI (parsed, not run) --------------------------
+
+def _cli_command(*path: str) -> Any:
+    cli = pytest.importorskip("kubectl_etcdbackup.cli", reason="the CLI package is not importable")
+    import typer
+
+    cmd: Any = typer.main.get_command(cli.app)
+    for name in path:
+        assert name in getattr(cmd, "commands", {}), f"no command {name!r} in the CLI"
+        cmd = cmd.commands[name]
+    return cmd
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_backup_args_parse_with_the_agent_cli(variant: str) -> None:
+    c = backup_pod(render_manifests(VARIANTS[variant]))["containers"][0]
+    assert c["command"][0] == "kubectl-etcdbackup"
+    cmd = _cli_command(*c["command"][1:])
+    ctx = cmd.make_context("backup", list(c["args"]))
+    store = m.parse_store(VARIANTS[variant].store)
+    assert ctx.params["store"] == store.url and ctx.params["key_file"] == "/etc/etcdbackup/key/key"
+
+
+def test_exporter_config_is_read_by_the_agent_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    objs = render_manifests(VARIANTS["s3"])
+    for k, v in one(objs, "ConfigMap")["data"].items():
+        monkeypatch.setenv(k, v)
+    cmd = _cli_command("agent", "exporter")
+    ctx = cmd.make_context("exporter", [])
+    assert ctx.params["store"] == "s3://etcd-backups/cluster-1"
+    assert ctx.params["listen"] == "0.0.0.0:9101" and ctx.params["max_age"] == "1h"
+    assert ctx.params["s3_endpoint_url"] == "https://minio.example:9000" and ctx.params["s3_region"] == "eu-west-1"
