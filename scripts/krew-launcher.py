@@ -59,9 +59,13 @@ def install(venv):
     pip = os.path.join(venv, "bin", "pip")
     for cmd in ([python, "-m", "venv", venv],
                 [pip, "install", "--quiet", "--disable-pip-version-check", spec]):
-        if subprocess.call(cmd) != 0:
+        try:
+            rc = subprocess.call(cmd)
+        except OSError as e:  # e.g. KUBECTL_ETCDBACKUP_PYTHON does not exist
+            rc = e
+        if rc != 0:
             shutil.rmtree(venv, ignore_errors=True)
-            die(f"installation failed ({' '.join(cmd)}); retry, or use `pipx install {PACKAGE}`")
+            die(f"installation failed ({' '.join(cmd)}: {rc}); retry, or use `pipx install {PACKAGE}`")
     with open(os.path.join(venv, MARKER), "w") as f:
         f.write(spec + "\n")
 

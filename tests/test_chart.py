@@ -248,6 +248,10 @@ def test_chart_version_and_schema_follow_the_python_module() -> None:
     assert props["monitor"]["properties"]["maxAge"]["pattern"] == m.DURATION_RE.pattern
     assert props["store"]["properties"]["type"]["enum"] == ["file", "s3"]
     assert props["backup"]["properties"]["verify"]["enum"] == list(m.VERIFY_MODES)
+    assert props["etcd"]["properties"]["pki"]["properties"]["hostPath"]["pattern"] == m.ABS_DIR_RE.pattern
+    mount = props["store"]["properties"]["pvc"]["properties"]["mountPath"]
+    assert mount["pattern"] == m.ABS_DIR_RE.pattern and mount["not"]["pattern"] == m.RESERVED_PATH_RE.pattern
+    assert props["encryption"]["properties"]["key"]["pattern"] == m.SECRET_KEY_RE.pattern
 
     def strict(node: Any, path: str) -> None:  # every object with properties is closed
         if isinstance(node, dict):

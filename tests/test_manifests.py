@@ -278,6 +278,7 @@ def test_agent_needs_no_rbac_and_operator_role_is_optional() -> None:
     ({"max_age": "soon"}, "duration"),
     ({"retain_count": 0}, "retain_count"),
     ({"verify": "maybe"}, "verify"),
+    ({"time_zone": "UTC +1"}, "time_zone"),
     ({"concurrency_policy": "Sometimes"}, "concurrency_policy"),
     ({"name": "Etcd_Backup"}, "name"),
     ({"name": "x" * 53}, "name"),

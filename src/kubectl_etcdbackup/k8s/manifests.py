@@ -11,6 +11,7 @@ An optional, unbound-by-default "operator" Role lists what a person running the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 import yaml
 
 from .. import __version__
+from ..errors import UsageError
 
 APP_NAME = "etcd-backup"  # app.kubernetes.io/name, and the Helm chart's name
 PART_OF = "kubectl-etcdbackup"
@@ -44,6 +46,8 @@ SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 S3_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 ENDPOINT_RE = re.compile(r"^https?://[^\s,]+$")
 FILE_NAME_RE = re.compile(r"^[^/\s][^\s]*$")
+TIME_ZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+ABS_DIR_RE = re.compile(r"^/[^\s]*[^/\s]$")
 RESERVED_PATH_RE = re.compile(r"^/(tmp|etc|proc|sys|dev)(/|$)")  # the store mount cannot go there
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -53,8 +57,8 @@ PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 SSE_MODES = ("AES256", "aws:kms")
 
 
-class ManifestError(ValueError):
-    """The options cannot give valid manifests; the message names the option."""
+class ManifestError(UsageError, ValueError):
+    """The options cannot give valid manifests; the message names the option (the CLI exits 2)."""
 
 
 def _default_resources() -> dict[str, Any]:
@@ -193,6 +197,7 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     _check(opts.image_pull_policy in PULL_POLICIES, f"image_pull_policy: use one of {', '.join(PULL_POLICIES)}")
     _check(bool(CRON_RE.match(opts.schedule)),
            f"schedule: {opts.schedule!r} is not a 5-field cron expression (or @hourly, @daily, ...)")
+    _check(not opts.time_zone or bool(TIME_ZONE_RE.match(opts.time_zone)), "time_zone: use an IANA name like Etc/UTC")
     _check(opts.concurrency_policy in CONCURRENCY_POLICIES,
            f"concurrency_policy: use one of {', '.join(CONCURRENCY_POLICIES)}")
     for fld in ("starting_deadline_seconds", "active_deadline_seconds"):
@@ -217,7 +222,7 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     _check(bool(SECRET_KEY_RE.match(opts.key_secret_key)), "key_secret_key: not a valid Secret key")
     _check(bool(opts.etcd_endpoints) and all(ENDPOINT_RE.match(e) for e in opts.etcd_endpoints),
            "etcd_endpoints: give one or more http(s)://host:port URLs")
-    _check(opts.etcd_pki_dir.startswith("/") and opts.etcd_pki_dir != "/", "etcd_pki_dir: must be an absolute dir")
+    _check(bool(ABS_DIR_RE.match(opts.etcd_pki_dir.rstrip("/"))), "etcd_pki_dir: must be an absolute dir")
     for fld in ("etcd_ca_file", "etcd_cert_file", "etcd_key_file"):
         _check(bool(FILE_NAME_RE.match(getattr(opts, fld))), f"{fld}: must be a path relative to etcd_pki_dir")
     _check(opts.retain_count >= 1, "retain_count: must be >= 1")
@@ -414,7 +419,8 @@ def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str,
     env = _aws_env(opts, store)
     if env:
         container["env"] = env
-    container |= {"resources": opts.resources, "securityContext": _container_security(), "volumeMounts": mounts}
+    container |= {"resources": copy.deepcopy(opts.resources), "securityContext": _container_security(),
+                  "volumeMounts": mounts}
     pod_spec: dict[str, Any] = {
         "serviceAccountName": opts.name,
         "automountServiceAccountToken": False,
@@ -469,7 +475,7 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
         "ports": [{"name": "metrics", "containerPort": opts.exporter_port, "protocol": "TCP"}],
         "readinessProbe": probe | {"periodSeconds": 10},
         "livenessProbe": probe | {"initialDelaySeconds": 10, "periodSeconds": 30},
-        "resources": opts.exporter_resources,
+        "resources": copy.deepcopy(opts.exporter_resources),
         "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
@@ -634,8 +640,8 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
         "encryption": {"existingSecret": opts.key_secret, "key": opts.key_secret_key},
         "etcd": {
             "endpoints": list(opts.etcd_endpoints),
-            "pki": {"hostPath": opts.etcd_pki_dir.rstrip("/"), "caFile": opts.etcd_ca_file, "certFile": opts.etcd_cert_file,
-                    "keyFile": opts.etcd_key_file},
+            "pki": {"hostPath": opts.etcd_pki_dir.rstrip("/"), "caFile": opts.etcd_ca_file,
+                    "certFile": opts.etcd_cert_file, "keyFile": opts.etcd_key_file},
         },
         "retention": {"count": opts.retain_count, "age": opts.retain_age},
         "monitor": {"maxAge": opts.max_age},
