@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import contextlib
 import json
 import os
@@ -390,42 +391,81 @@ def _check_restored(data_dir: Path) -> None:
 
 
 class _OnePassHashCheck:
-    """Proposed variant of snapshot_hash.SnapshotHashCheck: one sha256 pass over the db bytes; the whole-stream
-    digest is sha256(db || tail) = a copy of the db hasher updated with the 32-byte tail."""
+    """Proposed drop-in for snapshot_hash.SnapshotHashCheck with ONE sha256 pass instead of two: the db hasher sees
+    the db bytes; the whole-stream digest sha256(db || tail) is a copy of it updated with the 32-byte tail."""
 
     def __init__(self) -> None:
-        import hashlib
-
         self._db = hashlib.sha256()
         self._tail = b""
+        self.size = 0
 
     def update(self, data: bytes) -> None:
+        self.size += len(data)
         if len(data) >= 32:
             if self._tail:
                 self._db.update(self._tail)
             self._db.update(memoryview(data)[:-32])
-            self._tail = data[-32:]
+            self._tail = bytes(data[-32:])
         else:
-            buf = self._tail + data
+            buf = self._tail + bytes(data)
             self._db.update(buf[:-32])
             self._tail = buf[-32:]
 
-    def digests(self) -> tuple[bytes, bytes]:
+    @property
+    def raw_sha256(self) -> str:
         whole = self._db.copy()
         whole.update(self._tail)
-        return self._db.digest(), whole.digest()
+        return whole.hexdigest()
+
+    def check(self, source: str = "snapshot") -> None:
+        from kubectl_etcdbackup.errors import IntegrityError, TruncatedError
+
+        if self.size <= 32:
+            raise TruncatedError(f"{source} is empty or truncated ({self.size} bytes)")
+        if self._db.digest() != self._tail:
+            raise IntegrityError(f"{source} does not match etcd's appended sha256 (corrupt or truncated)")
 
 
-def stage_probe(raw: Path, endpoint: str) -> dict[str, Any]:
+def what_if_run(flags: set[str], argv: list[str]) -> int:
+    """Run our CLI with proposed src/ changes simulated in-process (bench only; src/ is not touched):
+    lazy: file-store runs never import boto3 / prometheus_client (stub the S3 store, metrics and exporter modules);
+    onepass: _OnePassHashCheck replaces SnapshotHashCheck in backup and fetch."""
+    import types
+
+    if "lazy" in flags:
+        class S3Store:  # noqa: D101 - stub
+            def __init__(self, *_a: object, **_k: object) -> None:
+                raise RuntimeError("what-if stub: S3 store not loaded")
+
+        for name, attrs in (("kubectl_etcdbackup.stores.s3_store", {"S3Store": S3Store}),
+                            ("kubectl_etcdbackup.metrics", {"publish": lambda *_a, **_k: []}),
+                            ("kubectl_etcdbackup.exporter", {"make_exporter": lambda *_a, **_k: None})):
+            mod = types.ModuleType(name)
+            mod.__dict__.update(attrs)
+            sys.modules[name] = mod
+    import kubectl_etcdbackup.cli as cli
+
+    if "onepass" in flags:
+        import kubectl_etcdbackup.backup as backup_mod
+        import kubectl_etcdbackup.fetch as fetch_mod
+
+        backup_mod.SnapshotHashCheck = fetch_mod.SnapshotHashCheck = _OnePassHashCheck  # type: ignore[misc,assignment]
+    return cli.main(argv)
+
+
+def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: str) -> dict[str, Any]:
     """Seconds per stage over the raw snapshot in etcd's 32 KiB messages, using the package's own classes."""
-    import hashlib
-
     import zstandard
 
+    import kubectl_etcdbackup.fetch as fetch_mod
     from kubectl_etcdbackup.backup import _read_ahead
+    from kubectl_etcdbackup.catalog import resolve
     from kubectl_etcdbackup.etcd.client import EtcdClient
     from kubectl_etcdbackup.format import CODEC_ZSTD, FrameSealer
+    from kubectl_etcdbackup.keys import load_key
+    from kubectl_etcdbackup.manifest import object_name
     from kubectl_etcdbackup.snapshot_hash import SnapshotHashCheck
+    from kubectl_etcdbackup.stores import open_store
 
     def timed(fn: Callable[[], object]) -> float:
         t0 = time.perf_counter()
@@ -457,9 +497,9 @@ def stage_probe(raw: Path, endpoint: str) -> dict[str, Any]:
     sec["sha256, one pass"] = timed(sha_once)
     sec["SnapshotHashCheck (2 sha256 passes)"] = timed(lambda: feed(SnapshotHashCheck()))
     sec["proposed one-pass hash check"] = timed(lambda: feed(_OnePassHashCheck()))
-    ref = feed(SnapshotHashCheck())
-    db_digest, whole = feed(_OnePassHashCheck()).digests()
-    if whole.hex() != ref.raw_sha256 or db_digest != data[-32:]:
+    one = feed(_OnePassHashCheck())
+    one.check()
+    if one.raw_sha256 != feed(SnapshotHashCheck()).raw_sha256:
         raise BenchError("one-pass hash check does not reproduce SnapshotHashCheck")
     del data
     compressed: dict[int, list[bytes]] = {}
@@ -492,6 +532,16 @@ def stage_probe(raw: Path, endpoint: str) -> dict[str, Any]:
 
     sec["CPU pipeline as is (zstd 3, 2 sha passes)"] = timed(lambda: cpu_pipeline(3, SnapshotHashCheck()))
     sec["CPU pipeline proposed (zstd 1, 1 sha pass)"] = timed(lambda: cpu_pipeline(1, _OnePassHashCheck()))
+    st = open_store(f"file://{store}")
+    manifest, key_bytes = resolve(st, snap_id), load_key(key_file, None)
+
+    def decode() -> None:
+        for _ in fetch_mod.decode_object(st.read_chunks(object_name(manifest.id)), key_bytes, manifest):
+            pass
+
+    sec["fetch decode, as is (no file write)"] = timed(decode)
+    fetch_mod.SnapshotHashCheck = _OnePassHashCheck  # type: ignore[misc,assignment]
+    sec["fetch decode, one-pass hash (no file write)"] = timed(decode)
     target = raw.with_name("probe-write.db")
     for fsync in (False, True):
         def write(fsync: bool = fsync) -> None:
@@ -654,7 +704,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stages", choices=("auto", "on", "off"), default="auto",
                     help="where-the-time-goes breakdown of our pipeline (auto: only when a target is missed)")
     ap.add_argument("--profile", action="store_true", help="also cProfile one backup run")
-    ap.add_argument("--stage-probe", nargs=2, metavar=("RAW", "ENDPOINT"), help=argparse.SUPPRESS)
+    ap.add_argument("--what-if", action="store_true",
+                    help="also time our backup with proposed src/ changes simulated (see what_if_run)")
+    ap.add_argument("--stage-probe", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.keys < 1 or a.value_size < 16 or a.repeat < 1:
         ap.error("--keys >= 1, --value-size >= 16, --repeat >= 1")
@@ -668,9 +720,13 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--what-if-run"]:  # internal: one CLI run with simulated changes
+        return what_if_run(set(argv[1].split(",")), argv[2:])
     args = parse_args(argv)
     if args.stage_probe:
-        print(json.dumps(stage_probe(Path(args.stage_probe[0]), args.stage_probe[1])))
+        raw, endpoint, store, snap_id, key_file = args.stage_probe
+        print(json.dumps(stage_probe(Path(raw), endpoint, store, snap_id, key_file)))
         return 0
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
@@ -835,8 +891,8 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     if args.stages == "on" or (args.stages == "auto" and missed):
         say("where the time goes: start-up costs, stages in isolation, snapshot get, etcdutl snapshot status")
         res["startup"] = startup_costs(ctx)
-        r = run([ctx.tools.python, Path(__file__).resolve(), "--stage-probe", raw_path, ctx.server.endpoint],
-                timeout=ctx.timeout, env=ctx.env)
+        r = run([ctx.tools.python, Path(__file__).resolve(), "--stage-probe", raw_path, ctx.server.endpoint,
+                 hash_store, ours_out["id"], ctx.key_file], timeout=ctx.timeout, env=ctx.env)
         res["stages"] = json.loads(r.stdout.strip().splitlines()[-1])
         got = ctx.work / "got.db"
         res["extra_steps"] = {

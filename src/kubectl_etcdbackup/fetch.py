@@ -16,7 +16,7 @@ import zstandard
 from .errors import EtcdBackupError, FormatError, IntegrityError
 from .format import CODEC_ZSTD, FrameOpener
 from .manifest import SnapshotManifest, object_name
-from .progress import transfer_progress
+from .progress import Advance, transfer_progress
 from .snapshot_hash import SnapshotHashCheck
 from .stores import Store
 
@@ -44,7 +44,7 @@ class _PayloadReader:
 
 
 def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: SnapshotManifest,
-                  advance: object = None) -> Iterator[bytes]:
+                  advance: Advance | None = None) -> Iterator[bytes]:
     """Yield raw snapshot bytes from stored chunks. Checks run as data flows; the final ones at the end."""
     stored_hash = hashlib.sha256()
     stored_size = 0
@@ -55,7 +55,7 @@ def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: Snapshot
         for chunk in chunks:
             stored_hash.update(chunk)
             stored_size += len(chunk)
-            if callable(advance):
+            if advance is not None:
                 advance(len(chunk))
             yield from opener.feed(chunk)
         opener.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 import typer
@@ -33,7 +35,14 @@ def version_cmd() -> None:
     print(__version__)
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    # Kubernetes stops a Job with SIGTERM: unwind so partial uploads are aborted and temp files removed.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         # Without standalone mode click returns the code of typer.Exit instead of raising it.
         rc = app(args=argv, prog_name="kubectl-etcdbackup", standalone_mode=False)
