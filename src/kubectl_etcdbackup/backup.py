@@ -16,9 +16,18 @@ import zstandard
 
 from . import __version__
 from .catalog import save_manifest
-from .errors import EtcdUnavailable, UsageError
+from .errors import EtcdUnavailable, IntegrityError, TruncatedError, UsageError
 from .etcd.client import EndpointStatus, EtcdClient, TLSFiles, connect_healthy
-from .format import CIPHER_NAMES, CODEC_NONE, CODEC_ZSTD, DEFAULT_FRAME_SIZE, FrameSealer, key_id
+from .format import (
+    CIPHER_AES256GCM,
+    CIPHER_NAMES,
+    CIPHER_NONE,
+    CODEC_NONE,
+    CODEC_ZSTD,
+    DEFAULT_FRAME_SIZE,
+    FrameSealer,
+    key_id,
+)
 from .manifest import SnapshotManifest, format_time, new_snapshot_id, object_name
 from .progress import transfer_progress
 from .snapshot_hash import SnapshotHashCheck
@@ -146,7 +155,8 @@ def take_backup(opts: BackupOptions) -> SnapshotManifest:
             try:
                 key_count = client.key_count(timeout=max(opts.dial_timeout, 30.0))
                 streamed = _stream_to_store(client, status, opts, object_name(snapshot_id))
-            except EtcdUnavailable as e:  # fall back to the next member; the partial object was aborted
+            except (EtcdUnavailable, IntegrityError, TruncatedError) as e:
+                # A member that dies or sends a bad stream: try the next one (the partial object was aborted).
                 problems.append(str(e))
                 continue
         manifest = SnapshotManifest(
@@ -156,7 +166,7 @@ def take_backup(opts: BackupOptions) -> SnapshotManifest:
             member_endpoint=endpoint, raw_size=streamed.raw_size, stored_size=streamed.stored_size,
             raw_sha256=streamed.raw_sha256, stored_sha256=streamed.stored_sha256,
             codec="zstd" if opts.compress else "none",
-            cipher=CIPHER_NAMES[1] if opts.key else CIPHER_NAMES[0],
+            cipher=CIPHER_NAMES[CIPHER_AES256GCM if opts.key else CIPHER_NONE],
             key_id=key_id(opts.key).hex() if opts.key else "", duration_seconds=0.0, tool_version=__version__)
         try:
             _verify_new(opts, manifest)

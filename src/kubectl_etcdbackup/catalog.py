@@ -40,6 +40,10 @@ def list_snapshots(store: Store) -> Listing:
 def warn_problems(listing: Listing) -> None:
     for p in listing.problems:
         print(f"warning: {p}", file=sys.stderr)
+    if listing.orphans:
+        print(f"note: {len(listing.orphans)} object(s) without a manifest (a backup in progress or one that "
+              f"failed verification; not snapshots): {', '.join(listing.orphans[:3])}"
+              f"{' ...' if len(listing.orphans) > 3 else ''}", file=sys.stderr)
 
 
 def resolve(store: Store, ref: str) -> SnapshotManifest:
