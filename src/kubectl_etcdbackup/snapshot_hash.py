@@ -18,12 +18,10 @@ class SnapshotHashCheck:
 
     def __init__(self) -> None:
         self._db = hashlib.sha256()
-        self._all = hashlib.sha256()
         self._tail = b""
         self.size = 0
 
     def update(self, data: bytes) -> None:
-        self._all.update(data)
         self.size += len(data)
         buf = self._tail + data if self._tail else data
         if len(buf) <= ETCD_HASH_SIZE:
@@ -34,7 +32,10 @@ class SnapshotHashCheck:
 
     @property
     def raw_sha256(self) -> str:
-        return self._all.hexdigest()
+        # One hashing pass: sha256(db || tail) continues from sha256's state over db.
+        whole = self._db.copy()
+        whole.update(self._tail)
+        return whole.hexdigest()
 
     def check(self, source: str = "snapshot") -> None:
         if self.size <= ETCD_HASH_SIZE:

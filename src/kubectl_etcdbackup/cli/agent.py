@@ -15,9 +15,7 @@ from ..backup import VERIFY_MODES, BackupOptions, take_backup
 from ..catalog import list_snapshots
 from ..errors import EtcdBackupError, UsageError
 from ..etcd.client import TLSFiles, split_endpoints
-from ..exporter import make_exporter
 from ..manifest import format_time
-from ..metrics import publish
 from ..monitor import assess
 from ..run_status import RunStatus, load_status, save_status
 from ..stores import Store
@@ -96,9 +94,7 @@ def backup_cmd(
         if st is not None:
             message = str(e)
             _record(st, lambda rs: rs.record_failure(_now(), message))
-        for p in publish(st.url if st else store, success=False, duration=time.monotonic() - started,
-                         textfile=metrics_textfile, pushgateway=pushgateway):
-            print(f"warning: {p}", file=sys.stderr)
+        _publish(st.url if st else store, False, time.monotonic() - started, None, metrics_textfile, pushgateway)
         raise
     print(json.dumps({"id": manifest.id, "revision": manifest.etcd_revision, "keys": manifest.key_count,
                       "raw_size": manifest.raw_size, "stored_size": manifest.stored_size,
@@ -110,8 +106,18 @@ def backup_cmd(
         for row in prune(st, retain_count, retain_age_s, dry_run=False):
             if row["action"] == "deleted":
                 print(f"pruned {row['id']}", file=sys.stderr)
-    for p in publish(st.url, success=True, duration=time.monotonic() - started, size=manifest.stored_size,
-                     textfile=metrics_textfile, pushgateway=pushgateway):
+    _publish(st.url, True, time.monotonic() - started, manifest.stored_size, metrics_textfile, pushgateway)
+
+
+def _publish(store_url: str, success: bool, duration: float, size: int | None, textfile: str | None,
+             pushgateway: str | None) -> None:
+    """Metrics are optional: prometheus_client is only imported when they are asked for."""
+    if not (textfile or pushgateway):
+        return
+    from ..metrics import publish
+
+    for p in publish(store_url, success=success, duration=duration, size=size, textfile=textfile,
+                     pushgateway=pushgateway):
         print(f"warning: {p}", file=sys.stderr)
 
 
@@ -148,6 +154,8 @@ def exporter_cmd(store: StoreOpt, max_age: MaxAgeOpt = "1h",
                  cache: Annotated[str, typer.Option(help="re-read the store at most this often")] = "15s",
                  s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None) -> None:
     """Serve /metrics (backup metrics read from the store) and /healthz."""
+    from ..exporter import make_exporter
+
     host, _, port = listen.rpartition(":")
     if not port.isdigit():
         raise UsageError(f"--listen must be host:port, got {listen!r}")

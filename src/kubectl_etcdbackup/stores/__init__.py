@@ -7,9 +7,8 @@ from urllib.parse import urlparse
 from ..errors import UsageError
 from .base import ObjectWriter, Store
 from .file_store import FileStore
-from .s3_store import S3Store
 
-__all__ = ["FileStore", "ObjectWriter", "S3Store", "Store", "open_store"]
+__all__ = ["FileStore", "ObjectWriter", "Store", "open_store"]
 
 
 def open_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None,
@@ -29,6 +28,8 @@ def open_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str |
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise UsageError(f"S3 store URL must be s3://bucket/prefix, got {url}")
+        from .s3_store import S3Store  # boto3 is slow to import; only S3 users pay for it
+
         return S3Store(parsed.netloc, parsed.path, endpoint_url=s3_endpoint_url, region=s3_region,
                        sse=s3_sse, sse_kms_key_id=s3_sse_kms_key_id)
     raise UsageError(f"unsupported store URL scheme {parsed.scheme!r} (use file:// or s3://)")
