@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -320,11 +320,12 @@ def raw_save(ctx: Ctx, out: Path) -> Run:
                 "--command-timeout=30m", "snapshot", "save", out], timeout=ctx.timeout, env=ctx.env)
 
 
-def ours_backup(ctx: Ctx, store: Path, verify: str) -> tuple[Run, dict[str, Any]]:
+def ours_backup(ctx: Ctx, store: Path, verify: str, cli: Sequence[str | Path] | None = None,
+                extra: Sequence[str] = ()) -> tuple[Run, dict[str, Any]]:
     shutil.rmtree(store, ignore_errors=True)
-    r = run([ctx.tools.ours, "agent", "backup", "--endpoints", ctx.server.endpoint, "--store", f"file://{store}",
-             "--key-file", ctx.key_file, "--verify", verify, "--no-progress", "--work-dir", ctx.work],
-            timeout=ctx.timeout, env=ctx.env)
+    r = run([*(cli or [ctx.tools.ours]), "agent", "backup", "--endpoints", ctx.server.endpoint, "--store",
+             f"file://{store}", "--key-file", ctx.key_file, "--verify", verify, "--no-progress", "--work-dir",
+             ctx.work, *extra], timeout=ctx.timeout, env=ctx.env)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         raise BenchError(f"agent backup printed no JSON line: {r.stdout[-500:]!r}")
@@ -390,71 +391,39 @@ def _check_restored(data_dir: Path) -> None:
 # where the time goes: stages of our pipeline in isolation (a fresh subprocess: `run_bench.py --stage-probe ...`)
 
 
-class _OnePassHashCheck:
-    """Proposed drop-in for snapshot_hash.SnapshotHashCheck with ONE sha256 pass instead of two: the db hasher sees
-    the db bytes; the whole-stream digest sha256(db || tail) is a copy of it updated with the 32-byte tail."""
+class _NoFsyncOs:
+    """`os` for fetch.py without fsync: the verify scratch file is deleted right after `snapshot status`."""
 
-    def __init__(self) -> None:
-        self._db = hashlib.sha256()
-        self._tail = b""
-        self.size = 0
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
 
-    def update(self, data: bytes) -> None:
-        self.size += len(data)
-        if len(data) >= 32:
-            if self._tail:
-                self._db.update(self._tail)
-            self._db.update(memoryview(data)[:-32])
-            self._tail = bytes(data[-32:])
-        else:
-            buf = self._tail + bytes(data)
-            self._db.update(buf[:-32])
-            self._tail = buf[-32:]
-
-    @property
-    def raw_sha256(self) -> str:
-        whole = self._db.copy()
-        whole.update(self._tail)
-        return whole.hexdigest()
-
-    def check(self, source: str = "snapshot") -> None:
-        from kubectl_etcdbackup.errors import IntegrityError, TruncatedError
-
-        if self.size <= 32:
-            raise TruncatedError(f"{source} is empty or truncated ({self.size} bytes)")
-        if self._db.digest() != self._tail:
-            raise IntegrityError(f"{source} does not match etcd's appended sha256 (corrupt or truncated)")
+    @staticmethod
+    def fsync(_fd: int) -> None:
+        return None
 
 
 def what_if_run(flags: set[str], argv: list[str]) -> int:
-    """Run our CLI with proposed src/ changes simulated in-process (bench only; src/ is not touched):
-    lazy: file-store runs never import boto3 / prometheus_client (stub the S3 store, metrics and exporter modules);
-    onepass: _OnePassHashCheck replaces SnapshotHashCheck in backup and fetch."""
-    import types
-
-    if "lazy" in flags:
-        class S3Store:  # noqa: D101 - stub
-            def __init__(self, *_a: object, **_k: object) -> None:
-                raise RuntimeError("what-if stub: S3 store not loaded")
-
-        for name, attrs in (("kubectl_etcdbackup.stores.s3_store", {"S3Store": S3Store}),
-                            ("kubectl_etcdbackup.metrics", {"publish": lambda *_a, **_k: []}),
-                            ("kubectl_etcdbackup.exporter", {"make_exporter": lambda *_a, **_k: None})):
-            mod = types.ModuleType(name)
-            mod.__dict__.update(attrs)
-            sys.modules[name] = mod
+    """Run our CLI with a src/ change SIMULATED in-process (bench only; src/ is not touched).
+    nothread: consume etcd's 32 KiB messages on the main thread (no read-ahead thread, no batching);
+    nofsync:  no fsync of the scratch file that --verify status writes before `snapshot status`."""
+    import kubectl_etcdbackup.backup as backup_mod
     import kubectl_etcdbackup.cli as cli
+    import kubectl_etcdbackup.fetch as fetch_mod
 
-    if "onepass" in flags:
-        import kubectl_etcdbackup.backup as backup_mod
-        import kubectl_etcdbackup.fetch as fetch_mod
+    if "nothread" in flags:
+        def per_message(stream: Iterator[Any]) -> Iterator[tuple[int, bytes]]:
+            for resp in stream:  # the (header revision, bytes) items _read_ahead yields since commit 273cefb
+                yield resp.header.revision, resp.blob
 
-        backup_mod.SnapshotHashCheck = fetch_mod.SnapshotHashCheck = _OnePassHashCheck  # type: ignore[misc,assignment]
+        backup_mod._read_ahead = per_message  # type: ignore[assignment]
+    if "nofsync" in flags:
+        fetch_mod.os = _NoFsyncOs()  # type: ignore[assignment]
     return cli.main(argv)
 
 
 def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: str) -> dict[str, Any]:
-    """Seconds per stage over the raw snapshot in etcd's 32 KiB messages, using the package's own classes."""
+    """Seconds and CPU seconds per stage over the raw snapshot, using the package's own classes. The CPU stages
+    take 1 MiB blocks, as backup._read_ahead hands them on since commit 273cefb."""
     import zstandard
 
     import kubectl_etcdbackup.fetch as fetch_mod
@@ -467,51 +436,52 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
     from kubectl_etcdbackup.snapshot_hash import SnapshotHashCheck
     from kubectl_etcdbackup.stores import open_store
 
-    def timed(fn: Callable[[], object]) -> float:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-
     sec: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of this process (all its threads) during the stage
     ratio: dict[str, float] = {}
-    with EtcdClient(endpoint) as client:
-        def drain(wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
-            for resp in wrap(client.snapshot(1800)):
-                _ = resp.blob
 
-        sec["grpc receive only (main thread)"] = timed(lambda: drain(lambda it: it))
-        sec["grpc receive via _read_ahead thread"] = timed(lambda: drain(_read_ahead))
+    def stage(name: str, fn: Callable[[], object]) -> None:
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        sec[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
+
+    with EtcdClient(endpoint) as client:
+        stage("etcd Status + key count RPCs (before streaming)", lambda: (client.status(), client.key_count()))
+
+        def drain(wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
+            for _ in wrap(client.snapshot(1800)):
+                pass
+
+        stage("gRPC receive only (main thread)", lambda: drain(lambda it: it))
+        stage("gRPC receive via backup._read_ahead", lambda: drain(_read_ahead))
     data = raw.read_bytes()
-    chunks = [data[i:i + 32768] for i in range(0, len(data), 32768)]
+    blocks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    del data
 
     def sha_once() -> None:
         h = hashlib.sha256()
-        for c in chunks:
+        for c in blocks:
             h.update(c)
 
     def feed(check: Any) -> Any:
-        for c in chunks:
+        for c in blocks:
             check.update(c)
         return check
 
-    sec["sha256, one pass"] = timed(sha_once)
-    sec["SnapshotHashCheck (2 sha256 passes)"] = timed(lambda: feed(SnapshotHashCheck()))
-    sec["proposed one-pass hash check"] = timed(lambda: feed(_OnePassHashCheck()))
-    one = feed(_OnePassHashCheck())
-    one.check()
-    if one.raw_sha256 != feed(SnapshotHashCheck()).raw_sha256:
-        raise BenchError("one-pass hash check does not reproduce SnapshotHashCheck")
-    del data
+    stage("sha256, one pass", sha_once)
+    stage("SnapshotHashCheck", lambda: feed(SnapshotHashCheck()))
     compressed: dict[int, list[bytes]] = {}
-    for level in (3, 1):
+    for level in (3, 1, -1):
+        name = f"zstd level {level}"
+
         def compress(level: int = level) -> None:
             c = zstandard.ZstdCompressor(level=level).compressobj()
-            out = [c.compress(x) for x in chunks]
+            out = [c.compress(x) for x in blocks]
             out.append(c.flush())
             compressed[level] = out
 
-        sec[f"zstd level {level} (compressobj)"] = timed(compress)
-        ratio[f"zstd level {level} (compressobj)"] = sum(map(len, compressed[level])) / sum(map(len, chunks))
+        stage(name, compress)
+        ratio[name] = sum(map(len, compressed[level])) / sum(map(len, blocks))
     key = os.urandom(32)
 
     def seal() -> None:
@@ -520,18 +490,19 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
             s.add(x)
         s.finish()
 
-    sec["AES-256-GCM frames (on zstd-3 output)"] = timed(seal)
+    stage("AES-256-GCM frames (on zstd-3 output)", seal)
 
-    def cpu_pipeline(level: int, check: Any) -> None:  # the backup's CPU work on one thread, no gRPC, no store
-        c, s, h = zstandard.ZstdCompressor(level=level).compressobj(), FrameSealer(key, CODEC_ZSTD), hashlib.sha256()
-        for x in chunks:
+    def cpu_pipeline(level: int) -> None:  # the backup's CPU work on one thread, without gRPC and the store
+        c, s, h, check = (zstandard.ZstdCompressor(level=level).compressobj(), FrameSealer(key, CODEC_ZSTD),
+                          hashlib.sha256(), SnapshotHashCheck())
+        for x in blocks:
             check.update(x)
             h.update(s.add(c.compress(x)))
         h.update(s.add(c.flush()))
         h.update(s.finish())
 
-    sec["CPU pipeline as is (zstd 3, 2 sha passes)"] = timed(lambda: cpu_pipeline(3, SnapshotHashCheck()))
-    sec["CPU pipeline proposed (zstd 1, 1 sha pass)"] = timed(lambda: cpu_pipeline(1, _OnePassHashCheck()))
+    stage("CPU pipeline, zstd 3 (hash+zstd+seal+sha)", lambda: cpu_pipeline(3))
+    stage("CPU pipeline, zstd 1", lambda: cpu_pipeline(1))
     st = open_store(f"file://{store}")
     manifest, key_bytes = resolve(st, snap_id), load_key(key_file, None)
 
@@ -539,22 +510,37 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
         for _ in fetch_mod.decode_object(st.read_chunks(object_name(manifest.id)), key_bytes, manifest):
             pass
 
-    sec["fetch decode, as is (no file write)"] = timed(decode)
-    fetch_mod.SnapshotHashCheck = _OnePassHashCheck  # type: ignore[misc,assignment]
-    sec["fetch decode, one-pass hash (no file write)"] = timed(decode)
+    stage("fetch decode (read+decrypt+unzstd+checks)", decode)
     target = raw.with_name("probe-write.db")
     for fsync in (False, True):
         def write(fsync: bool = fsync) -> None:
             with open(target, "wb") as f:
-                for c in chunks:
+                for c in blocks:
                     f.write(c)
                 if fsync:
                     f.flush()
                     os.fsync(f.fileno())
 
-        sec[f"write raw file{' + fsync' if fsync else ''}"] = timed(write)
+        stage(f"write raw file{' + fsync' if fsync else ''}", write)
         target.unlink()
-    return {"seconds": sec, "ratio": ratio}
+    return {"seconds": sec, "cpu": cpu, "ratio": ratio}
+
+
+def diagnose(ctx: Ctx, res: dict[str, Any], raw_path: Path, store: Path, snap_id: str) -> None:
+    """Start-up costs, the stage probe, and the two steps verify/restore add (snapshot get, snapshot status)."""
+    res["startup"] = startup_costs(ctx)
+    r = run([ctx.tools.python, Path(__file__).resolve(), "--stage-probe", raw_path, ctx.server.endpoint, store,
+             snap_id, ctx.key_file], timeout=ctx.timeout, env=ctx.env)
+    res["stages"] = json.loads(r.stdout.strip().splitlines()[-1])
+    got = ctx.work / "got.db"
+    res["extra_steps"] = {
+        "ours: snapshot get (store -> raw file, checked)": run(
+            [ctx.tools.ours, "snapshot", "get", snap_id, "--store", f"file://{store}", "--key-file", ctx.key_file,
+             "-f", got, "--no-progress"], timeout=ctx.timeout, env=ctx.env).seconds,
+        "etcdutl snapshot status (raw file)": run(
+            [ctx.tools.etcdutl, "snapshot", "status", raw_path, "-w", "json"], timeout=ctx.timeout,
+            env=ctx.env).seconds}
+    got.unlink()
 
 
 def startup_costs(ctx: Ctx) -> dict[str, float]:
@@ -565,7 +551,7 @@ def startup_costs(ctx: Ctx) -> dict[str, float]:
     py = ctx.tools.python
     bare = best([py, "-c", "pass"])
     return {"python -c pass": bare,
-            "kubectl-etcdbackup agent backup --help": best([ctx.tools.ours, "agent", "backup", "--help"]),
+            "kubectl-etcdbackup version (imports + typer)": best([ctx.tools.ours, "version"]),
             "import boto3 (extra over bare python)": best([py, "-c", "import boto3"]) - bare,
             "import prometheus_client (extra)": best([py, "-c", "import prometheus_client"]) - bare,
             "import grpc (extra)": best([py, "-c", "import grpc"]) - bare,
@@ -669,15 +655,38 @@ def print_report(res: dict[str, Any]) -> None:
         print("fixed start-up cost per invocation (best of 3):")
         for k, v in res["startup"].items():
             print(f"  {k:44s} {v:6.2f} s")
+        print(f"  {'agent backup: wall - its duration_seconds':44s} {res['ours_hash_overhead_seconds']:6.2f} s  "
+              "(start-up + after-work + exit, median)")
     if res.get("stages"):
         print()
-        print(f"stages of our pipeline in isolation, {raw_size / MB:.0f} MB snapshot in 32 KiB messages, one thread:")
+        print(f"stages of our pipeline in isolation on the {raw_size / MB:.0f} MB snapshot (CPU stages: 1 MiB blocks, "
+              "one thread):")
         for k, v in res["stages"]["seconds"].items():
             rt = res["stages"]["ratio"].get(k)
             extra = f"  size ratio {rt:.3f}" if rt is not None else ""
-            print(f"  {k:44s} {v:6.2f} s {raw_size / MB / v if v else 0:7.0f} MB/s{extra}")
+            speed = f"{raw_size / MB / v:7.0f} MB/s" if v and "RPC" not in k else ""
+            print(f"  {k:50s} {v:6.2f} s {res['stages']['cpu'][k]:6.2f} CPU s {speed}{extra}")
         for k, v in res.get("extra_steps", {}).items():
-            print(f"  {k:44s} {v:6.2f} s")
+            print(f"  {k:50s} {v:6.2f} s")
+    if res.get("what_if"):
+        seed_best = t["seed"]["best"]
+        print()
+        print("what-if: our backup with proposed src/ changes SIMULATED by the bench wrapper (src/ unchanged);")
+        raw_best = next((w["raw_best_same_rounds"] for w in res["what_if"] if "failed" not in w), 0.0)
+        print(f"etcdctl raw best in these rounds {raw_best:.2f} s, "
+              f"seed best {seed_best:.2f} s:")
+        print(f"  {'variant':44s} {'best s':>7s} {'median s':>9s} {'CPU s':>6s} {'etcd CPU s':>10s} {'RSS MiB':>8s} "
+              f"{'stored MB':>9s} {'overhead s':>10s} {'raw/ours':>9s} {'seed/ours':>9s}")
+        for w in res["what_if"]:
+            if "failed" in w:
+                print(f"  {w['label']:44s} FAILED: {w['failed']}")
+                continue
+            print(f"  {w['label']:44s} {w['best']:7.2f} {w['median']:9.2f} {w['cpu_median']:6.2f} "
+                  f"{w['etcd_cpu_median']:10.2f} {w['peak_rss_mib']:8.1f} {w['stored_bytes'] / MB:9.1f} "
+                  f"{w['overhead_median']:10.2f} "
+                  f"{w['speed_vs_raw']:8.2f}x {seed_best / w['best']:8.2f}x")
+    for err in res.get("errors", []):
+        print(f"\nwarning: optional part failed: {err}")
     if res.get("profile"):
         print()
         print("cProfile of one `agent backup --verify hash` (main thread only; top 12 by own time):")
@@ -807,6 +816,7 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
 
     raw_path, hash_store, status_store = ctx.work / "raw.db", ctx.work / "store-hash", ctx.work / "store-status"
     ours_out: dict[str, Any] = {}
+    overheads: list[float] = []  # process wall time outside take_backup(): start-up, run record, metrics, exit
     seed_file = ctx.work / "seed.db.gz.gpg"
     for i in range(args.repeat):  # interleaved, so drift on a shared machine hits every variant alike
         say(f"round {i + 1}/{args.repeat}: etcdctl snapshot save")
@@ -815,6 +825,7 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
         say(f"round {i + 1}/{args.repeat}: agent backup --verify hash")
         (r, ours_out), cpu = with_server_cpu(lambda: ours_backup(ctx, hash_store, "hash"))
         record("ours_hash", [r], cpu, r.hwm_kib / 1024)
+        overheads.append(r.seconds - float(ours_out["duration_seconds"]))
         say(f"round {i + 1}/{args.repeat}: agent backup --verify status")
         (r, _), cpu = with_server_cpu(lambda: ours_backup(ctx, status_store, "status"))
         record("ours_status", [r], cpu, r.hwm_kib / 1024)
@@ -828,6 +839,7 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     raw_size = raw_path.stat().st_size
     res["raw_snapshot_bytes"] = raw_size
     res["ours_backup_output"] = ours_out
+    res["ours_hash_overhead_seconds"] = statistics.median(overheads)
     sizes = {"raw": raw_size, "ours": int(ours_out["stored_size"]), "seed": seed_file.stat().st_size}
     res["stored_bytes"] = sizes
 
@@ -888,26 +900,79 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     ]
     missed = any(r.get("verdict") == "MISS" for r in res["ratios"])
 
+    # Optional diagnostics: a failure here is reported, never loses the measurements above.
+    res["errors"] = []
+
+    def optional(what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except (BenchError, OSError, ValueError, KeyError, IndexError) as e:
+            res["errors"].append(f"{what}: {e}")
+            say(f"{what} failed: {e}")
+
     if args.stages == "on" or (args.stages == "auto" and missed):
         say("where the time goes: start-up costs, stages in isolation, snapshot get, etcdutl snapshot status")
-        res["startup"] = startup_costs(ctx)
-        r = run([ctx.tools.python, Path(__file__).resolve(), "--stage-probe", raw_path, ctx.server.endpoint,
-                 hash_store, ours_out["id"], ctx.key_file], timeout=ctx.timeout, env=ctx.env)
-        res["stages"] = json.loads(r.stdout.strip().splitlines()[-1])
-        got = ctx.work / "got.db"
-        res["extra_steps"] = {
-            "ours: snapshot get (store -> raw file, checked)": run(
-                [ctx.tools.ours, "snapshot", "get", ours_out["id"], "--store", f"file://{hash_store}",
-                 "--key-file", ctx.key_file, "-f", got, "--no-progress"], timeout=ctx.timeout, env=ctx.env).seconds,
-            "etcdutl snapshot status (raw file)": run(
-                [ctx.tools.etcdutl, "snapshot", "status", raw_path, "-w", "json"], timeout=ctx.timeout,
-                env=ctx.env).seconds}
-        got.unlink()
+        optional("stages", lambda: diagnose(ctx, res, raw_path, hash_store, ours_out["id"]))
+    if args.what_if:
+        optional("what-if", lambda: res.__setitem__("what_if", what_if(ctx, args, say)))
     if args.profile:
         say("cProfile of one backup")
-        res["profile"] = profile_backup(ctx, ctx.work / "store-prof", ctx.work / "backup.prof")
+        optional("profile", lambda: res.__setitem__(
+            "profile", profile_backup(ctx, ctx.work / "store-prof", ctx.work / "backup.prof")))
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
     return res
+
+
+WHAT_IF_VARIANTS = [  # label, simulated changes (what_if_run), zstd level, --verify
+    ("as is (through the same wrapper)", "none", 3, "hash"),
+    ("--compression-level 1", "none", 1, "hash"),
+    ("--compression-level 1, no read-ahead thread", "nothread", 1, "hash"),
+    ("as is, --verify status", "none", 3, "status"),
+    ("--compression-level 1, --verify status", "none", 1, "status"),
+    ("level 1, --verify status, no scratch fsync", "nofsync", 1, "status"),
+]
+
+
+def what_if(ctx: Ctx, args: argparse.Namespace, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Our backup with proposed src/ changes simulated (what_if_run), interleaved with etcdctl raw runs."""
+    wrapper = [ctx.tools.python, Path(__file__).resolve(), "--what-if-run"]
+    store, raw = ctx.work / "store-whatif", ctx.work / "whatif-raw.db"
+    raw_times: list[float] = []
+    fields = ("t", "cpu", "etcd", "rss", "stored", "overhead")
+    got: dict[str, dict[str, list[float]]] = {v[0]: {f: [] for f in fields} for v in WHAT_IF_VARIANTS}
+    failed: dict[str, str] = {}
+    for i in range(args.repeat):
+        say(f"what-if round {i + 1}/{args.repeat}")
+        raw_times.append(raw_save(ctx, raw).seconds)
+        for label, flags, level, verify in WHAT_IF_VARIANTS:
+            c0 = ctx.server.cpu_seconds()
+            try:
+                r, out = ours_backup(ctx, store, verify, [*wrapper, flags], ["--compression-level", str(level)])
+            except BenchError as e:  # e.g. src/ changed so that a simulation no longer fits
+                failed[label] = str(e).splitlines()[-1][:300]
+                continue
+            g = got[label]
+            g["etcd"].append(ctx.server.cpu_seconds() - c0)
+            g["t"].append(r.seconds)
+            g["cpu"].append(r.cpu_s)
+            g["rss"].append(r.hwm_kib / 1024)
+            g["stored"].append(out["stored_size"])
+            g["overhead"].append(r.seconds - float(out["duration_seconds"]))
+    shutil.rmtree(store, ignore_errors=True)
+    raw.unlink(missing_ok=True)
+    rows = []
+    for label, flags, level, verify in WHAT_IF_VARIANTS:
+        g = got[label]
+        if not g["t"]:
+            rows.append({"label": label, "flags": flags, "failed": failed.get(label, "no runs")})
+            continue
+        rows.append({"label": label, "flags": flags, "level": level, "verify": verify, "best": min(g["t"]),
+                     "median": statistics.median(g["t"]), "cpu_median": statistics.median(g["cpu"]),
+                     "etcd_cpu_median": statistics.median(g["etcd"]), "peak_rss_mib": max(g["rss"]),
+                     "stored_bytes": int(g["stored"][-1]), "raw_best_same_rounds": min(raw_times),
+                     "overhead_median": statistics.median(g["overhead"]),
+                     "speed_vs_raw": min(raw_times) / min(g["t"])})
+    return rows
 
 
 if __name__ == "__main__":

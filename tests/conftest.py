@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from infra.certs import TLSCerts, generate_tls
 from infra.etcd_binaries import EtcdBinaries, etcd34, etcd35
 from infra.etcd_cluster import PRELOAD_COUNT, PRELOAD_PREFIX, PRELOAD_VALUE_SIZE, EtcdCluster, EtcdClusterFactory
 from infra.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from k8s_helpers import KUBECTL
 
 
 def _bins_or_skip(bins: EtcdBinaries | None, what: str) -> EtcdBinaries:
@@ -163,3 +165,50 @@ def tmp_store_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def file_store_url(tmp_store_dir: Path) -> str:
     return f"file://{tmp_store_dir}"
+
+
+# ---------------------------------------------------------------------------- fake Kubernetes (tests/k8s_fake)
+
+
+@pytest.fixture(scope="module")
+def kube() -> Iterator[Any]:
+    """A fake API server over real HTTP (one per test module), with an extra namespace "other"."""
+    from k8s_fake import FakeKubeServer
+
+    with FakeKubeServer() as server:
+        server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+        yield server
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(kube: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Kubeconfig for ``kube``: current context "fake" (namespace default), plus context "second" (namespace other)."""
+    from k8s_fake import KubeContext, write_kubeconfig
+
+    return write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", kube.url,
+                            extra_contexts=[KubeContext("second", namespace="other")])
+
+
+@pytest.fixture(scope="module")
+def api(kubeconfig: Path) -> Iterator[Any]:
+    """A `kubernetes` ApiClient for ``kube``."""
+    from kubernetes import config
+
+    c = config.new_client_from_config(config_file=str(kubeconfig))
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``kubectl(*args, input=None, check=True)``: the real kubectl against ``kube``."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
+
+    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run([str(KUBECTL), *args], input=input, capture_output=True, text=True, env=env,
+                           timeout=30, check=False)
+        if check and p.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    return run

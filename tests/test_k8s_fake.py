@@ -9,19 +9,19 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config, dynamic, watch
+from kubernetes import client, dynamic, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 try:
-    from tests.k8s_fake import FakeKubeServer, KubeContext, KubeletSimulator, LocalExec, write_kubeconfig
+    from tests.k8s_fake import FakeKubeServer, KubeletSimulator, LocalExec
 except ImportError:  # tests/ itself is on sys.path (pytest rootdir-less import)
-    from k8s_fake import FakeKubeServer, KubeContext, KubeletSimulator, LocalExec, write_kubeconfig
+    from k8s_fake import FakeKubeServer, KubeletSimulator, LocalExec
 
 KUBECTL = Path(__file__).resolve().parents[1] / ".ci" / "bin" / "kubectl"
 needs_kubectl = pytest.mark.skipif(not os.access(KUBECTL, os.X_OK), reason="run .ci/get-kubectl-helm.sh first")
@@ -30,39 +30,7 @@ NS = "default"
 pytestmark = pytest.mark.timeout(60)
 
 
-# -------------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def kube() -> Iterator[FakeKubeServer]:
-    with FakeKubeServer() as server:
-        server.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
-        yield server
-
-
-@pytest.fixture(scope="module")
-def kubeconfig(kube: FakeKubeServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", kube.url,
-                            extra_contexts=[KubeContext("second", namespace="other")])
-
-
-@pytest.fixture(scope="module")
-def api(kubeconfig: Path) -> Iterator[client.ApiClient]:
-    c = config.new_client_from_config(config_file=str(kubeconfig))
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def kubectl(kubeconfig: Path, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
-
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        p = subprocess.run([str(KUBECTL), *args], input=input, capture_output=True, text=True, env=env,
-                           timeout=30, check=False)
-        if check and p.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-        return p
-
-    return run
+# fixtures kube, kubeconfig, api, kubectl: tests/conftest.py
 
 
 def _get_json(url: str) -> Any:

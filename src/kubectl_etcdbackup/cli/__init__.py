@@ -12,11 +12,13 @@ import typer
 from .. import __version__
 from ..errors import EtcdBackupError
 from .agent import agent_app
-from .snapshots import get_cmd, keygen_cmd, list_cmd, prune_cmd, quickstart_cmd, restore_cmd, verify_cmd
+from .k8s import catalog_cmd, get_cmd, install_cmd, list_cmd, manifests_cmd, now_cmd, restore_cmd, status_cmd
+from .snapshots import keygen_cmd, prune_cmd, quickstart_cmd, verify_cmd
 
 app = typer.Typer(name="kubectl-etcdbackup", no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False,
                   help="Safe, fast and boring etcd backup and restore (kubectl etcdbackup ...).")
+agent_app.command("catalog")(catalog_cmd)
 app.add_typer(agent_app, name="agent")
 snapshot_app = typer.Typer(help="Work with single snapshot files.", no_args_is_help=True)
 snapshot_app.command("get")(get_cmd)
@@ -27,6 +29,11 @@ app.command("prune")(prune_cmd)
 app.command("restore")(restore_cmd)
 app.command("keygen")(keygen_cmd)
 app.command("quickstart")(quickstart_cmd)
+# in a cluster (they also take --kubeconfig, --context, -n)
+app.command("manifests")(manifests_cmd)
+app.command("install")(install_cmd)
+app.command("now")(now_cmd)
+app.command("status")(status_cmd)
 
 
 @app.command("version")

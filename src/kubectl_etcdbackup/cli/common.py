@@ -25,6 +25,20 @@ OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table, json or y
 ProgressOpt = Annotated[bool | None, typer.Option("--progress/--no-progress",
                                                   help="progress bars (default: when stderr is a terminal)")]
 
+# Kubernetes: every command that talks to a cluster takes these.
+DEFAULT_NAMESPACE = "etcd-backup"
+KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, "
+                                                   "~/.kube/config)", rich_help_panel="Kubernetes")]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: the current one)",
+                                                rich_help_panel="Kubernetes")]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="namespace of the backup CronJob",
+                                           rich_help_panel="Kubernetes")]
+CronJobOpt = Annotated[str | None, typer.Option("--cronjob", help="name of the backup CronJob (default: the one "
+                                                "installed in the namespace)", rich_help_panel="Kubernetes")]
+OptionalStoreOpt = Annotated[str | None, typer.Option(
+    "--store", envvar="ETCDBACKUP_STORE",
+    help="file:///dir or s3://bucket/prefix (default: the store of the backup CronJob in the cluster)")]
+
 
 def get_store(url: str, s3_endpoint_url: str | None = None, s3_region: str | None = None, *,
               create: bool = False, sse: str | None = None, sse_kms_key_id: str | None = None) -> Store:

@@ -1,0 +1,185 @@
+"""Read the store the installed CronJob writes to, from outside the cluster.
+
+S3 is read directly (credentials from the local AWS environment, else from the Secret the CronJob uses).
+A file store lives on a PVC: a `kubectl-etcdbackup` command runs in the exporter pod that mounts it (exec,
+argv only: the image has no shell), or, when none runs or exec is forbidden, in a short-lived reader Job.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from ..catalog import list_snapshots
+from ..errors import EtcdBackupError, StoreError, UsageError
+from ..manifest import SnapshotManifest
+from ..stores import Store
+from .api import AlreadyExists, Forbidden, Kube, KubeError, NotFound, NotInstalled
+from .follow import follow_job
+from .jobs import create_unique, extract_json, reader_job
+from .store_catalog import Catalog, catalog_of, manifests_from_json
+from .store_config import AWS_ENV, ClusterStore, store_from_cronjob
+
+CRONJOB_SELECTOR = "app.kubernetes.io/name=etcd-backup,app.kubernetes.io/component=backup"
+EXPORTER_SELECTOR = "app.kubernetes.io/name=etcd-backup,app.kubernetes.io/component=exporter"
+READ_TIMEOUT = 120.0
+
+
+# ---------------------------------------------------------------------------------------- the CronJob
+def find_cronjob(kube: Kube, namespace: str, name: str | None = None) -> dict[str, Any]:
+    """The backup CronJob: by name, else the only one labelled as ours in the namespace."""
+    hint = f"run kubectl etcdbackup install -n {namespace}"
+    if name:
+        try:
+            return kube.get_cronjob(namespace, name)
+        except NotFound:
+            raise NotInstalled(f"no backup CronJob {name} in namespace {namespace}: {hint}") from None
+    found = kube.list_cronjobs(namespace, CRONJOB_SELECTOR)
+    if not found:
+        raise NotInstalled(f"no backup CronJob in namespace {namespace}: {hint}")
+    if len(found) > 1:
+        names = ", ".join(sorted(c["metadata"]["name"] for c in found))
+        raise UsageError(f"several backup CronJobs in namespace {namespace} ({names}): pass --cronjob")
+    cj = found[0]
+    cj.setdefault("apiVersion", "batch/v1")
+    cj.setdefault("kind", "CronJob")
+    return cj
+
+
+def cluster_store(kube: Kube, namespace: str, name: str | None = None) -> tuple[dict[str, Any], ClusterStore]:
+    cj = find_cronjob(kube, namespace, name)
+    return cj, store_from_cronjob(cj)
+
+
+# ---------------------------------------------------------------------------------------- S3, directly
+def _secret_credentials(kube: Kube, cfg: ClusterStore) -> dict[str, str]:
+    creds: dict[str, str] = {}
+    for secret in cfg.aws_env_from:
+        data = kube.read_secret(cfg.namespace, secret)
+        creds.update({k: v.decode() for k, v in data.items() if k in AWS_ENV})
+    cache: dict[str, dict[str, bytes]] = {}
+    for var, ref in cfg.aws_secret_env.items():
+        if ref.name not in cache:
+            try:
+                cache[ref.name] = kube.read_secret(cfg.namespace, ref.name)
+            except NotFound:
+                cache[ref.name] = {}
+        if ref.key in cache[ref.name]:
+            creds[var] = cache[ref.name][ref.key].decode()
+    return creds
+
+
+def open_s3(kube: Kube, cfg: ClusterStore) -> Store:
+    """The CronJob's S3 store, opened from here."""
+    import boto3
+    from botocore.config import Config
+
+    from ..stores.s3_store import S3Store
+
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        creds = _secret_credentials(kube, cfg)
+        if "AWS_ACCESS_KEY_ID" in creds:
+            session = boto3.session.Session(aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                                            aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+                                            aws_session_token=creds.get("AWS_SESSION_TOKEN"))
+    u = urlparse(cfg.url)
+    s3 = session.client("s3", endpoint_url=cfg.s3_endpoint_url, region_name=cfg.s3_region,
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10,
+                                      read_timeout=60))
+    return S3Store(u.netloc, u.path, client=s3)
+
+
+# ---------------------------------------------------------------------------------------- file store on a PVC
+def _exporter_target(kube: Kube, cfg: ClusterStore) -> tuple[str, str, str] | None:
+    """(pod, container, store URL as that container sees it) of a running pod of ours mounting the PVC."""
+    for pod in kube.list_pods(cfg.namespace, EXPORTER_SELECTOR):
+        if (pod.get("status") or {}).get("phase") != "Running" or pod["metadata"].get("deletionTimestamp"):
+            continue
+        vols = {v["name"] for v in pod["spec"].get("volumes") or []
+                if (v.get("persistentVolumeClaim") or {}).get("claimName") == cfg.claim}
+        for c in pod["spec"].get("containers") or []:
+            for m in c.get("volumeMounts") or []:
+                if m["name"] in vols and not m.get("subPath"):
+                    rest = cfg.path[len((cfg.mount_path or "").rstrip("/")):]
+                    return pod["metadata"]["name"], c["name"], f"file://{m['mountPath'].rstrip('/')}{rest}"
+    return None
+
+
+def run_on_store(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, command: list[str],
+                 options: list[str], timeout: float = READ_TIMEOUT) -> str:
+    """Run `kubectl-etcdbackup <command> --store <file store> <options>` next to the PVC; returns its output
+    (the store URL is the path where the chosen pod mounts the volume)."""
+    if not cfg.claim:
+        raise UsageError(f"the store {cfg.url} of CronJob {cfg.cronjob} is not on a PersistentVolumeClaim the "
+                         "plugin can find; pass --store")
+    target = _exporter_target(kube, cfg)
+    if target is not None:
+        pod, container, url = target
+        try:
+            argv = ["kubectl-etcdbackup", *command, "--store", url, *options]
+            r = kube.exec(cfg.namespace, pod, container, argv, timeout)
+        except Forbidden:
+            print(f"warning: no RBAC permission to exec in pod {pod}; reading the store with a Job instead",
+                  file=sys.stderr)
+        else:
+            for line in r.stderr.splitlines():
+                print(line, file=sys.stderr)
+            if r.exit_code != 0:
+                raise StoreError(f"reading {url} in pod {cfg.namespace}/{pod} failed (exit {r.exit_code}): "
+                                 + (_last_line(r.stderr) or _last_line(r.stdout) or "no output"))
+            return r.stdout
+    return _run_reader_job(kube, cronjob, cfg, [*command, "--store", cfg.url, *options], timeout)
+
+
+def _run_reader_job(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, argv: list[str],
+                    timeout: float) -> str:
+    now = datetime.now(UTC)
+    job = create_unique(lambda j: kube.create_job(cfg.namespace, j), lambda u: reader_job(cronjob, cfg, argv, now, u),
+                        AlreadyExists)
+    name = job["metadata"]["name"]
+    print(f"no running exporter pod mounts PVC {cfg.claim}: reading it with job {cfg.namespace}/{name} "
+          f"(up to {timeout:.0f}s)", file=sys.stderr)
+    try:
+        end = follow_job(kube, cfg.namespace, name, time.monotonic() + timeout)
+        log = kube.pod_log(cfg.namespace, end.pods[-1]["metadata"]["name"]) if end.pods else ""
+        if not end.succeeded:
+            raise StoreError(f"store reader job {cfg.namespace}/{name} failed ({end.detail}): "
+                             + (_last_line(log) or "no output"))
+        return log
+    finally:
+        try:
+            kube.delete_job(cfg.namespace, name)
+        except (KubeError, EtcdBackupError) as e:  # it expires by itself (ttlSecondsAfterFinished)
+            print(f"warning: cannot delete job {name}: {e}", file=sys.stderr)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------------------------------- what commands read
+def read_snapshots(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore) -> list[SnapshotManifest]:
+    """The snapshots of the cluster's store, newest first."""
+    if cfg.is_s3:
+        listing = list_snapshots(open_s3(kube, cfg))
+        for p in listing.problems:
+            print(f"warning: {p}", file=sys.stderr)
+        return listing.snapshots
+    out = run_on_store(kube, cronjob, cfg, ["list"], ["-o", "json"])
+    items = extract_json(out, "[")
+    if not isinstance(items, list):
+        raise StoreError(f"unexpected output of `kubectl-etcdbackup list` in the cluster: {_last_line(out)!r}")
+    return manifests_from_json(items)
+
+
+def read_catalog(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore) -> Catalog:
+    """Snapshots and the agent's run record of the cluster's store."""
+    if cfg.is_s3:
+        return catalog_of(open_s3(kube, cfg))
+    out = run_on_store(kube, cronjob, cfg, ["agent", "catalog"], [])
+    return Catalog.from_json(extract_json(out, "{"))

@@ -1,0 +1,46 @@
+"""One store's snapshots and the agent's run record as one JSON document: what `agent catalog` prints in the
+cluster and `status` reads back (it needs no Kubernetes client)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..catalog import list_snapshots
+from ..errors import StoreError
+from ..manifest import SnapshotManifest
+from ..run_status import RunStatus, load_status
+from ..stores import Store
+
+
+@dataclass
+class Catalog:
+    """Snapshots (newest first) and the agent's run record of one store."""
+
+    store_url: str
+    snapshots: list[SnapshotManifest]
+    run_status: RunStatus = field(default_factory=RunStatus)
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"store": self.store_url, "snapshots": [asdict(m) for m in self.snapshots],
+                           "run_status": asdict(self.run_status), "problems": self.problems})
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Catalog:
+        if not isinstance(obj, dict) or not isinstance(obj.get("snapshots"), list):
+            raise StoreError("unexpected catalog output from the cluster")
+        rs = {k: v for k, v in (obj.get("run_status") or {}).items() if k in RunStatus.__dataclass_fields__}
+        return cls(str(obj.get("store", "")), manifests_from_json(obj["snapshots"]), RunStatus(**rs),
+                   [str(p) for p in obj.get("problems") or []])
+
+
+def catalog_of(store: Store) -> Catalog:
+    listing = list_snapshots(store)
+    return Catalog(store.url, listing.snapshots, load_status(store), listing.problems)
+
+
+def manifests_from_json(items: list[Any]) -> list[SnapshotManifest]:
+    """Manifests as `list -o json` prints them (extra keys such as age_seconds are ignored)."""
+    return [SnapshotManifest.from_json(json.dumps(d).encode(), "snapshot listed by the cluster") for d in items]

@@ -1,0 +1,96 @@
+"""`kubectl etcdbackup status` and `restore --plan` against kubeadm-like etcd pods in the fake API whose exec
+runs the real etcdctl (argv, no shell) against a real 3-member etcd 3.5 cluster with mTLS."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cli_helpers import backup_args, run_cli, write_key
+from infra.certs import TLSCerts
+from infra.etcd_binaries import EtcdBinaries
+from infra.etcd_cluster import EtcdCluster
+from k8s_fake import FakeKubeServer, LocalExec
+from k8s_helpers import (
+    PKI,
+    add_etcd_pods,
+    add_running,
+    apiserver_pod,
+    kubeadm_pki,
+    needs_kubectl,
+    plugin_env,
+    run_plugin,
+)
+
+pytestmark = [needs_kubectl, pytest.mark.timeout(180)]
+NODES = ["cp-a", "cp-b", "cp-c"]
+
+
+def test_status_then_a_stopped_member_then_the_restore_runbook(
+        kube: FakeKubeServer, kubeconfig: Path, etcd_cluster_factory: Callable[..., EtcdCluster],
+        etcd_bins_35: EtcdBinaries, tls_certs: TLSCerts, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cluster = etcd_cluster_factory("3.5", 3, True, layout=etcd_cluster_factory.layout(3, True, "cp"))
+    cluster.put_many("/registry/configmaps/default/cm-", 50, 512)
+    pki = kubeadm_pki(tls_certs, tmp_path / "pki")
+    path = f"{etcd_bins_35.etcdctl.parent}:/usr/bin:/bin"
+    kube.set_exec_handler(LocalExec(path=path, path_map={PKI: str(pki)}, timeout=30), namespace="kube-system")
+    db_size = cluster.endpoint_status()[2]["Status"]["dbSize"]
+    pods = add_etcd_pods(kube, cluster.names[:2], cluster.endpoints[:2], cluster.peer_urls[:2],
+                         nodes=NODES[:2])
+    add_etcd_pods(kube, cluster.names[2:], cluster.endpoints[2:], cluster.peer_urls[2:], nodes=NODES[2:],
+                  quota=db_size + 4096)  # this member is at ~100% of its quota
+    for node in NODES:
+        add_running(kube, apiserver_pod(node))
+    store = tmp_path / "store"
+    key = write_key(tmp_path / "key")
+    r = run_cli(capsys, *backup_args(cluster, f"file://{store}", key))
+    assert r.rc == 0, r.err
+    sid = r.json()["id"]
+    env = plugin_env(kubeconfig, tmp_path)
+
+    # all healthy: 3 members, one leader, db sizes; the backups come from --store here
+    st = run_plugin(env, "status", "--store", f"file://{store}")
+    assert st.rc == 0, st
+    lines = st.out.splitlines()
+    assert lines[0].split() == ["MEMBER", "NODE", "LEADER", "DB", "SIZE", "IN", "USE", "RAFT", "INDEX", "HEALTH",
+                                "VERSION"]
+    rows = [ln.split() for ln in lines[1:4]]
+    assert [(r[0], r[1]) for r in rows] == list(zip(cluster.names, NODES, strict=True))
+    assert [r[2] for r in rows].count("yes") == 1 and [r[2] for r in rows].count("no") == 2
+    assert all(r[-2:] == ["healthy", "3.5.1"] for r in rows) and all("iB" in r[4] for r in rows)
+    assert f"last backup:  {sid}" in st.out and "OK: newest verified backup" in st.out
+    assert "member cp2: db size" in st.err and "of its quota" in st.err  # the quota warning, on stderr only
+    assert "cp0: db size" not in st.err
+
+    # a stopped member is unhealthy (exit 1); the other two still have exactly one leader
+    cluster.stop_member(1)
+    st = run_plugin(env, "status", "--store", f"file://{store}", "-o", "json")
+    assert st.rc == 1, st
+    doc = json.loads(st.out)
+    health = {m["member"]: m["healthy"] for m in doc["members"]}
+    assert health == {"cp0": True, "cp1": False, "cp2": True}
+    assert sum(bool(m["leader"]) for m in doc["members"]) == 1
+    assert any(w.startswith("member cp1 on cp-b is unhealthy") for w in doc["warnings"])
+
+    # the runbook: every member's flags from its pod spec, one token, the id resolved from 'latest'
+    plan = run_plugin(env, "restore", "latest", "--plan", "--store", f"file://{store}", "-o", "json",
+                      "--write-dir", tmp_path / "rb", "--node-key-file", "/root/etcd.key")
+    assert plan.rc == 0, plan
+    book = json.loads(plan.out)
+    assert book["snapshot"]["id"] == sid and book["token"] == f"restore-{sid}"
+    assert book["initial_cluster"] == cluster.initial_cluster
+    assert [s["phase"] for s in book["steps"]] == ["prepare", "stop-apiserver", "stop-etcd", "restore",
+                                                   "start-etcd", "wait-etcd", "start-apiserver", "verify"]
+    restore = next(s for s in book["steps"] if s["phase"] == "restore")["commands"]
+    for name, node, peer in zip(cluster.names, NODES, cluster.peer_urls, strict=True):
+        (cmd,) = restore[node]
+        assert (f"restore {sid} --store file:///var/lib/etcdbackup-restore --key-file /root/etcd.key --name {name} "
+                f"--data-dir /var/lib/etcd --initial-cluster {cluster.initial_cluster} "
+                f"--initial-advertise-peer-urls {peer} --initial-cluster-token restore-{sid} --move-aside") in cmd
+    script = (tmp_path / "rb" / "cp-b.sh").read_text()
+    assert script.index("stop-apiserver)") < script.index("stop-etcd)") < script.index("restore)") \
+        < script.index("start-etcd)") < script.index("start-apiserver)")
+    assert "--name cp1 " in script and "--name cp0 " not in script
+    assert pods[0]["metadata"]["name"] == "etcd-cp-a"
