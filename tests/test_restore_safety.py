@@ -86,3 +86,14 @@ def test_large_cluster_round_trip_through_s3(etcd_cluster_factory, s3_server, s3
         assert r.rc == 0, r.err
     restored = etcd_cluster_factory("3.5", 3, True, layout=layout, data_dirs=dirs)
     assert restored.get_all("") == before
+
+
+def test_backup_of_a_never_written_etcd(etcd_cluster_factory, file_store_url, tmp_path, capsys) -> None:
+    """A fresh etcd is at revision 1 with no revision in its db; that is not a corrupt snapshot."""
+    cluster = etcd_cluster_factory("3.5", 1, True)
+    key = write_key(tmp_path / "key")
+    r = run_cli(capsys, *backup_args(cluster, file_store_url, key))
+    assert r.rc == 0, r.err
+    data_dir = tmp_path / "m0.etcd"
+    r = run_cli(capsys, *member_args(file_store_url, r.json()["id"], key, data_dir, "--bump-revision", "0"))
+    assert r.rc == 0, r.err

@@ -8,12 +8,13 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import EtcdBackupError, IntegrityError, RestoreRefused
+from .errors import EtcdBackupError, RestoreRefused
 from .etcd.tools import EtcdTool, RestoreArgs
 from .fetch import fetch_to_file
 from .manifest import SnapshotManifest
 from .restore_plan import RestorePlan
 from .stores import Store
+from .verify import check_revision
 
 
 def data_dir_in_use(data_dir: Path) -> bool:
@@ -48,9 +49,7 @@ def execute_restore(plan: RestorePlan, store: Store, manifest: SnapshotManifest,
     try:
         fetch_to_file(store, manifest, key, snap, progress)
         status = tool.snapshot_status(str(snap))
-        if status.revision < manifest.etcd_revision:
-            raise IntegrityError(f"snapshot {manifest.id}: db revision {status.revision} is below the "
-                                 f"manifest's {manifest.etcd_revision}")
+        check_revision(manifest, status.revision)
         tool.restore(RestoreArgs(str(snap), str(staging), plan.member.name, plan.member.initial_cluster,
                                  plan.token, plan.member.initial_advertise_peer_urls,
                                  plan.member.bump_revision, plan.member.mark_compacted, plan.member.wal_dir))

@@ -31,6 +31,16 @@ class VerifyResult:
         return asdict(self)
 
 
+def check_revision(manifest: SnapshotManifest, db_revision: int) -> None:
+    """The db cannot be older than the revision recorded when the snapshot started.
+
+    A never-written etcd is at revision 1 with no revision in its db, which `snapshot status` reports as 0.
+    """
+    if db_revision < manifest.etcd_revision and not (db_revision == 0 and manifest.etcd_revision <= 1):
+        raise IntegrityError(f"snapshot {manifest.id}: db revision {db_revision} is below the recorded "
+                             f"revision {manifest.etcd_revision}")
+
+
 def verify_snapshot(store: Store, manifest: SnapshotManifest, key: bytes | None, *, test_restore: bool = False,
                     work_dir: str | None = None, progress: bool | None = None,
                     tool: EtcdTool | None = None) -> VerifyResult:
@@ -40,10 +50,7 @@ def verify_snapshot(store: Store, manifest: SnapshotManifest, key: bytes | None,
     try:
         db = fetch_to_file(store, manifest, key, scratch / "snapshot.db", progress)
         st = tool.snapshot_status(str(db))
-        if manifest.etcd_revision and st.revision < manifest.etcd_revision:
-            # The stream header revision is taken when the snapshot starts; the db cannot be older.
-            raise IntegrityError(f"snapshot {manifest.id}: db revision {st.revision} is below the recorded "
-                                 f"revision {manifest.etcd_revision}")
+        check_revision(manifest, st.revision)
         if test_restore:
             data_dir = scratch / "restore.etcd"
             tool.restore(RestoreArgs(str(db), str(data_dir), "verify", "verify=http://127.0.0.1:2380",
