@@ -9,7 +9,6 @@ checked structurally here instead. The only normalisation in the contract is the
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -18,10 +17,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
-import kubernetes_validate.utils as kv_utils
 import pytest
 import yaml
+from infra.k8s_schema import K8S_VERSIONS, k8s_validate
 
 from kubectl_etcdbackup import __version__
 from kubectl_etcdbackup.k8s import manifests as m
@@ -30,22 +28,8 @@ from kubectl_etcdbackup.k8s.manifests import ManifestOptions, render_manifests, 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "chart"
 HELM = ROOT / ".ci" / "bin" / "helm"
-K8S_VERSIONS = ["1.29.0", "1.33.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
-if not hasattr(kv_utils.schema_contents, "cache_info"):
-    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
-
-
-def k8s_validate(obj: dict[str, Any], version: str) -> None:
-    """Strict schema validation; an unknown apiVersion/kind (no schema) is a failure, not a warning."""
-    try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.SchemaNotFoundError as e:
-        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message}")
-    except kubernetes_validate.ValidationError as e:
-        path = ".".join(str(p) for p in e.path)
-        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {path}: {e.message}")
 
 
 @pytest.fixture(scope="session")

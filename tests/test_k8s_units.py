@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import kubernetes_validate.utils as kv_utils
 import pytest
 import yaml
+from infra.k8s_schema import k8s_validate_all_versions
 from k8s_helpers import etcd_pod
 
 from kubectl_etcdbackup.cli.k8s import key_secret, manifest_options
@@ -67,11 +67,7 @@ def snapshot(**kw: Any) -> SnapshotManifest:
 
 
 def validate(obj: dict[str, Any]) -> None:
-    for version in ("1.29.0", "1.33.0"):
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            pytest.fail(f"{obj['kind']} invalid for {version}: {'.'.join(map(str, e.path))}: {e.message}")
+    k8s_validate_all_versions(obj)
 
 
 # ----------------------------------------------------------------------------------------------- etcd pods

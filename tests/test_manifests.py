@@ -4,38 +4,22 @@ Kubernetes 1.29 and 1.33 (kubernetes-validate --strict, offline), the agent CLI 
 from __future__ import annotations
 
 import copy
-import functools
 import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
-import kubernetes_validate.utils as kv_utils
 import pytest
 import yaml
+from infra.k8s_schema import K8S_VERSIONS, k8s_validate
 
 from kubectl_etcdbackup import __version__
 from kubectl_etcdbackup.k8s import manifests as m
 from kubectl_etcdbackup.k8s.manifests import ManifestError, ManifestOptions, render_manifests, to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-K8S_VERSIONS = ["1.29.0", "1.33.0"]
 
-# The schemas are large JSON files read on every validate() call; read each once.
-if not hasattr(kv_utils.schema_contents, "cache_info"):
-    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
-
-
-def k8s_validate(obj: dict[str, Any], version: str) -> None:
-    """Strict schema validation; an unknown apiVersion/kind (no schema) is a failure, not a warning."""
-    try:
-        kubernetes_validate.validate(obj, version, strict=True)
-    except kubernetes_validate.SchemaNotFoundError as e:
-        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {e.message}")
-    except kubernetes_validate.ValidationError as e:
-        path = ".".join(str(p) for p in e.path)
-        pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} invalid for {version}: {path}: {e.message}")
 
 
 S3_OPTS = dict(store="s3://etcd-backups/cluster-1/", s3_region="eu-west-1", s3_existing_secret="etcd-backup-s3",

@@ -491,7 +491,7 @@ def restore_cmd(
     if missing:
         raise UsageError(f"missing option(s) {', '.join(missing)} (or use --plan for the whole-cluster runbook)")
     assert store and data_dir and name and initial_cluster and initial_advertise_peer_urls
-    snapshots.restore_cmd(
+    snapshots.restore_member(
         snapshot=snapshot, store=store, data_dir=data_dir, name=name, initial_cluster=initial_cluster,
         initial_advertise_peer_urls=initial_advertise_peer_urls, initial_cluster_token=initial_cluster_token,
         bump_revision=bump_revision, mark_compacted=mark_compacted, move_aside=move_aside, wal_dir=wal_dir,

@@ -125,29 +125,15 @@ def prune(st: Any, retain_count: int | None, retain_age_s: float | None, dry_run
     return rows
 
 
-def restore_cmd(
-    snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest'")],
-    store: StoreOpt,
-    data_dir: Annotated[str, typer.Option(help="this member's etcd --data-dir")],
-    name: Annotated[str, typer.Option(help="this member's etcd --name")],
-    initial_cluster: Annotated[str, typer.Option(help="name1=https://ip1:2380,name2=... (all members)")],
-    initial_advertise_peer_urls: Annotated[str, typer.Option(help="this member's peer URL(s)")],
-    initial_cluster_token: Annotated[str | None, typer.Option(
-        help="new cluster token, the same on every member (default: restore-<snapshot id>)")] = None,
-    bump_revision: Annotated[int, typer.Option(
-        help="raise the revision by N so watchers notice (0 to skip; needs a recent etcdutl)")]
-    = DEFAULT_BUMP_REVISION,
-    mark_compacted: Annotated[bool | None, typer.Option(
-        "--mark-compacted/--no-mark-compacted", help="default: on when --bump-revision > 0")] = None,
-    move_aside: Annotated[bool, typer.Option(help="move an existing data dir aside (never deleted)")] = False,
-    wal_dir: Annotated[str | None, typer.Option(help="separate WAL dir, if the member uses one")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, change nothing")] = False,
-    key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
-    etcdutl: Annotated[str | None, typer.Option(help="path to etcdutl (or etcdctl for etcd 3.4)")] = None,
-    output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None,
-    progress: ProgressOpt = None,
+def restore_member(
+    snapshot: str, store: str, data_dir: str, name: str, initial_cluster: str, initial_advertise_peer_urls: str,
+    initial_cluster_token: str | None = None, bump_revision: int = DEFAULT_BUMP_REVISION,
+    mark_compacted: bool | None = None, move_aside: bool = False, wal_dir: str | None = None,
+    dry_run: bool = False, key_file: str | None = None, key_env: str | None = None, etcdutl: str | None = None,
+    output: str = "table", s3_endpoint_url: str | None = None, s3_region: str | None = None,
+    progress: bool | None = None,
 ) -> None:
-    """Restore one member's data dir from a snapshot (run on each member with the same snapshot)."""
+    """Restore one member's data dir from a snapshot (the `restore` command's work without --plan)."""
     check_output(output)
     st = get_store(store, s3_endpoint_url, s3_region)
     m = resolve(st, snapshot)
