@@ -98,3 +98,18 @@ def test_etcd_hash_mismatch_and_truncation() -> None:
     c.update(b"short")
     with pytest.raises(TruncatedError):
         c.check()
+
+
+def test_read_ahead_passes_batches_and_errors_through() -> None:
+    from kubectl_etcdbackup.backup import _read_ahead
+
+    def source():
+        yield 5, b"a"
+        yield 5, b"b"
+        raise RuntimeError("stream broke")
+
+    got = []
+    with pytest.raises(RuntimeError, match="stream broke"):
+        for item in _read_ahead(source()):
+            got.append(item)
+    assert got == [(5, b"a"), (5, b"b")]

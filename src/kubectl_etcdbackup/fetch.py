@@ -90,8 +90,11 @@ def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: Snapshot
 
 
 def fetch_to_file(store: Store, manifest: SnapshotManifest, key: bytes | None, dest: str | Path,
-                  progress: bool | None = None) -> Path:
-    """Write the verified raw snapshot to dest (atomically). Returns dest."""
+                  progress: bool | None = None, durable: bool = True) -> Path:
+    """Write the verified raw snapshot to dest (atomically). Returns dest.
+
+    durable=False skips the fsync, for scratch copies that are deleted right after use.
+    """
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
@@ -100,7 +103,8 @@ def fetch_to_file(store: Store, manifest: SnapshotManifest, key: bytes | None, d
             for raw in decode_object(store.read_chunks(object_name(manifest.id)), key, manifest, advance):
                 f.write(raw)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, dest)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -48,7 +48,7 @@ def verify_snapshot(store: Store, manifest: SnapshotManifest, key: bytes | None,
     tool = tool or EtcdTool()
     scratch = Path(tempfile.mkdtemp(prefix="etcdbackup-verify-", dir=work_dir))
     try:
-        db = fetch_to_file(store, manifest, key, scratch / "snapshot.db", progress)
+        db = fetch_to_file(store, manifest, key, scratch / "snapshot.db", progress, durable=False)
         st = tool.snapshot_status(str(db))
         check_revision(manifest, st.revision)
         if test_restore:

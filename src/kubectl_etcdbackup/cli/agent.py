@@ -59,7 +59,7 @@ def backup_cmd(
     retain_age: Annotated[str | None, typer.Option(envvar=_env("RETAIN_AGE"), help="e.g. 7d")] = None,
     verify: Annotated[str, typer.Option(envvar=_env("VERIFY"),
                                         help="hash | status (read back + snapshot status) | restore")] = "status",
-    compression_level: Annotated[int, typer.Option(envvar=_env("COMPRESSION_LEVEL"), min=1, max=19)] = 3,
+    compression_level: Annotated[int, typer.Option(envvar=_env("COMPRESSION_LEVEL"), min=1, max=19)] = 1,
     dial_timeout: Annotated[str, typer.Option(envvar=_env("DIAL_TIMEOUT"))] = "5s",
     command_timeout: Annotated[str, typer.Option(envvar=_env("COMMAND_TIMEOUT"))] = "30m",
     work_dir: Annotated[str | None, typer.Option(envvar=_env("WORK_DIR"), help="scratch space for verify")] = None,
