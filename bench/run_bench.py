@@ -391,43 +391,13 @@ def _check_restored(data_dir: Path) -> None:
 # where the time goes: stages of our pipeline in isolation (a fresh subprocess: `run_bench.py --stage-probe ...`)
 
 
-class _NoFsyncOs:
-    """`os` for fetch.py without fsync: the verify scratch file is deleted right after `snapshot status`."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-    @staticmethod
-    def fsync(_fd: int) -> None:
-        return None
-
-
-def what_if_run(flags: set[str], argv: list[str]) -> int:
-    """Run our CLI with a src/ change SIMULATED in-process (bench only; src/ is not touched).
-    nothread: consume etcd's 32 KiB messages on the main thread (no read-ahead thread, no batching);
-    nofsync:  no fsync of the scratch file that --verify status writes before `snapshot status`."""
-    import kubectl_etcdbackup.backup as backup_mod
-    import kubectl_etcdbackup.cli as cli
-    import kubectl_etcdbackup.fetch as fetch_mod
-
-    if "nothread" in flags:
-        def per_message(stream: Iterator[Any]) -> Iterator[tuple[int, bytes]]:
-            for resp in stream:  # the (header revision, bytes) items _read_ahead yields since commit 273cefb
-                yield resp.header.revision, resp.blob
-
-        backup_mod._read_ahead = per_message  # type: ignore[assignment]
-    if "nofsync" in flags:
-        fetch_mod.os = _NoFsyncOs()  # type: ignore[assignment]
-    return cli.main(argv)
-
-
 def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: str) -> dict[str, Any]:
     """Seconds and CPU seconds per stage over the raw snapshot, using the package's own classes. The CPU stages
-    take 1 MiB blocks, as backup._read_ahead hands them on since commit 273cefb."""
+    take 1 MiB blocks, as backup._batched hands them on."""
     import zstandard
 
     import kubectl_etcdbackup.fetch as fetch_mod
-    from kubectl_etcdbackup.backup import _read_ahead
+    from kubectl_etcdbackup.backup import _batched, _read_ahead
     from kubectl_etcdbackup.catalog import resolve
     from kubectl_etcdbackup.etcd.client import EtcdClient
     from kubectl_etcdbackup.format import CODEC_ZSTD, FrameSealer
@@ -453,7 +423,8 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
                 pass
 
         stage("gRPC receive only (main thread)", lambda: drain(lambda it: it))
-        stage("gRPC receive via backup._read_ahead", lambda: drain(_read_ahead))
+        stage("gRPC receive + backup._batched", lambda: drain(_batched))
+        stage("gRPC receive + _batched + _read_ahead thread", lambda: drain(lambda it: _read_ahead(_batched(it))))
     data = raw.read_bytes()
     blocks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
     del data
@@ -668,23 +639,6 @@ def print_report(res: dict[str, Any]) -> None:
             print(f"  {k:50s} {v:6.2f} s {res['stages']['cpu'][k]:6.2f} CPU s {speed}{extra}")
         for k, v in res.get("extra_steps", {}).items():
             print(f"  {k:50s} {v:6.2f} s")
-    if res.get("what_if"):
-        seed_best = t["seed"]["best"]
-        print()
-        print("what-if: our backup with proposed src/ changes SIMULATED by the bench wrapper (src/ unchanged);")
-        raw_best = next((w["raw_best_same_rounds"] for w in res["what_if"] if "failed" not in w), 0.0)
-        print(f"etcdctl raw best in these rounds {raw_best:.2f} s, "
-              f"seed best {seed_best:.2f} s:")
-        print(f"  {'variant':44s} {'best s':>7s} {'median s':>9s} {'CPU s':>6s} {'etcd CPU s':>10s} {'RSS MiB':>8s} "
-              f"{'stored MB':>9s} {'overhead s':>10s} {'raw/ours':>9s} {'seed/ours':>9s}")
-        for w in res["what_if"]:
-            if "failed" in w:
-                print(f"  {w['label']:44s} FAILED: {w['failed']}")
-                continue
-            print(f"  {w['label']:44s} {w['best']:7.2f} {w['median']:9.2f} {w['cpu_median']:6.2f} "
-                  f"{w['etcd_cpu_median']:10.2f} {w['peak_rss_mib']:8.1f} {w['stored_bytes'] / MB:9.1f} "
-                  f"{w['overhead_median']:10.2f} "
-                  f"{w['speed_vs_raw']:8.2f}x {seed_best / w['best']:8.2f}x")
     for err in res.get("errors", []):
         print(f"\nwarning: optional part failed: {err}")
     if res.get("profile"):
@@ -713,8 +667,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stages", choices=("auto", "on", "off"), default="auto",
                     help="where-the-time-goes breakdown of our pipeline (auto: only when a target is missed)")
     ap.add_argument("--profile", action="store_true", help="also cProfile one backup run")
-    ap.add_argument("--what-if", action="store_true",
-                    help="also time our backup with proposed src/ changes simulated (see what_if_run)")
     ap.add_argument("--stage-probe", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.keys < 1 or a.value_size < 16 or a.repeat < 1:
@@ -730,8 +682,6 @@ def _on_signal(signum: int, _frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--what-if-run"]:  # internal: one CLI run with simulated changes
-        return what_if_run(set(argv[1].split(",")), argv[2:])
     args = parse_args(argv)
     if args.stage_probe:
         raw, endpoint, store, snap_id, key_file = args.stage_probe
@@ -913,66 +863,12 @@ def bench(ctx: Ctx, args: argparse.Namespace) -> dict[str, Any]:
     if args.stages == "on" or (args.stages == "auto" and missed):
         say("where the time goes: start-up costs, stages in isolation, snapshot get, etcdutl snapshot status")
         optional("stages", lambda: diagnose(ctx, res, raw_path, hash_store, ours_out["id"]))
-    if args.what_if:
-        optional("what-if", lambda: res.__setitem__("what_if", what_if(ctx, args, say)))
     if args.profile:
         say("cProfile of one backup")
         optional("profile", lambda: res.__setitem__(
             "profile", profile_backup(ctx, ctx.work / "store-prof", ctx.work / "backup.prof")))
     res["machine"]["loadavg_end"] = os.getloadavg()[0]
     return res
-
-
-WHAT_IF_VARIANTS = [  # label, simulated changes (what_if_run), zstd level, --verify
-    ("as is (through the same wrapper)", "none", 3, "hash"),
-    ("--compression-level 1", "none", 1, "hash"),
-    ("--compression-level 1, no read-ahead thread", "nothread", 1, "hash"),
-    ("as is, --verify status", "none", 3, "status"),
-    ("--compression-level 1, --verify status", "none", 1, "status"),
-    ("level 1, --verify status, no scratch fsync", "nofsync", 1, "status"),
-]
-
-
-def what_if(ctx: Ctx, args: argparse.Namespace, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Our backup with proposed src/ changes simulated (what_if_run), interleaved with etcdctl raw runs."""
-    wrapper = [ctx.tools.python, Path(__file__).resolve(), "--what-if-run"]
-    store, raw = ctx.work / "store-whatif", ctx.work / "whatif-raw.db"
-    raw_times: list[float] = []
-    fields = ("t", "cpu", "etcd", "rss", "stored", "overhead")
-    got: dict[str, dict[str, list[float]]] = {v[0]: {f: [] for f in fields} for v in WHAT_IF_VARIANTS}
-    failed: dict[str, str] = {}
-    for i in range(args.repeat):
-        say(f"what-if round {i + 1}/{args.repeat}")
-        raw_times.append(raw_save(ctx, raw).seconds)
-        for label, flags, level, verify in WHAT_IF_VARIANTS:
-            c0 = ctx.server.cpu_seconds()
-            try:
-                r, out = ours_backup(ctx, store, verify, [*wrapper, flags], ["--compression-level", str(level)])
-            except BenchError as e:  # e.g. src/ changed so that a simulation no longer fits
-                failed[label] = str(e).splitlines()[-1][:300]
-                continue
-            g = got[label]
-            g["etcd"].append(ctx.server.cpu_seconds() - c0)
-            g["t"].append(r.seconds)
-            g["cpu"].append(r.cpu_s)
-            g["rss"].append(r.hwm_kib / 1024)
-            g["stored"].append(out["stored_size"])
-            g["overhead"].append(r.seconds - float(out["duration_seconds"]))
-    shutil.rmtree(store, ignore_errors=True)
-    raw.unlink(missing_ok=True)
-    rows = []
-    for label, flags, level, verify in WHAT_IF_VARIANTS:
-        g = got[label]
-        if not g["t"]:
-            rows.append({"label": label, "flags": flags, "failed": failed.get(label, "no runs")})
-            continue
-        rows.append({"label": label, "flags": flags, "level": level, "verify": verify, "best": min(g["t"]),
-                     "median": statistics.median(g["t"]), "cpu_median": statistics.median(g["cpu"]),
-                     "etcd_cpu_median": statistics.median(g["etcd"]), "peak_rss_mib": max(g["rss"]),
-                     "stored_bytes": int(g["stored"][-1]), "raw_best_same_rounds": min(raw_times),
-                     "overhead_median": statistics.median(g["overhead"]),
-                     "speed_vs_raw": min(raw_times) / min(g["t"])})
-    return rows
 
 
 if __name__ == "__main__":
