@@ -160,3 +160,39 @@ def test_quickstart_as_documented(tmp_path) -> None:
     assert "verified by a test restore" in r.out
     assert "aes-256-gcm" in r.out and (tmp_path / "etcd-backups.key").stat().st_mode & 0o777 == 0o600
     assert len(list((tmp_path / "etcd-backups").glob("*.etcdbak"))) == 1
+
+
+def test_metrics_pushed_to_pushgateway(etcd35_tls_cluster, file_store_url, tmp_path, capsys) -> None:
+    """A real HTTP receiver stands in for the Pushgateway: the agent PUTs the text format to /metrics/job/..."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from infra.ports import allocate_ports
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.command, self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", allocate_ports(1)[0]), Gateway)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        key = write_key(tmp_path / "key")
+        r = run_cli(capsys, *backup_args(etcd35_tls_cluster, file_store_url, key, "--verify", "hash",
+                                         "--pushgateway", f"http://127.0.0.1:{server.server_port}"))
+        assert r.rc == 0, r.err
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join(timeout=10)
+    assert len(received) == 1 and received[0][1] == "/metrics/job/etcd_backup"
+    m = metrics(received[0][2].decode())
+    assert m["etcd_backup_size_bytes"] == r.json()["stored_size"] and m["etcd_backup_failures_total"] == 0
+    assert m["etcd_backup_last_success_timestamp"] > 0 and "etcd_backup_duration_seconds" in m
