@@ -46,14 +46,19 @@ def warn_problems(listing: Listing) -> None:
               f"{' ...' if len(listing.orphans) > 3 else ''}", file=sys.stderr)
 
 
+def pick(snapshots: list[SnapshotManifest], ref: str, where: str) -> SnapshotManifest:
+    """From a newest-first listing: `latest` (the newest verified snapshot), or an exact id."""
+    for m in snapshots:
+        if (m.verified if ref == "latest" else m.id == ref):
+            return m
+    raise SnapshotNotFound(f"no verified snapshot in {where}" if ref == "latest"
+                           else f"snapshot {ref} not found in {where}")
+
+
 def resolve(store: Store, ref: str) -> SnapshotManifest:
-    """`latest` (newest verified snapshot), or an exact id."""
+    """`latest` (newest verified snapshot), or an exact id (read directly, without listing)."""
     if ref == "latest":
-        listing = list_snapshots(store)
-        for m in listing.snapshots:
-            if m.verified:
-                return m
-        raise SnapshotNotFound(f"no verified snapshot in {store.url}")
+        return pick(list_snapshots(store).snapshots, ref, store.url)
     try:
         data = store.get_bytes(manifest_name(ref))
     except SnapshotNotFound:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import yaml
 
-from ..catalog import resolve
+from ..catalog import pick, resolve
 from ..durations import format_duration
-from ..errors import EtcdBackupError, SnapshotNotFound, UsageError
+from ..errors import EtcdBackupError, UsageError
 from ..fetch import fetch_to_file
 from ..k8s.etcd_status import warnings_for
 from ..k8s.jobs import backup_result, create_unique, manual_job
@@ -29,7 +29,7 @@ from ..k8s.runbook import DEFAULT_KEY_FILE, DEFAULT_MANIFESTS_DIR, Runbook, Runb
 from ..k8s.store_catalog import catalog_of
 from ..k8s.store_config import ClusterStore
 from ..keys import generate_key
-from ..manifest import SnapshotManifest, parse_time
+from ..manifest import parse_time
 from ..monitor import assess
 from ..output import human_bytes, render
 from ..restore_plan import DEFAULT_BUMP_REVISION
@@ -499,18 +499,6 @@ def restore_cmd(
         s3_endpoint_url=s3_endpoint_url, s3_region=s3_region, progress=progress)
 
 
-def _pick(found: list[SnapshotManifest], ref: str, where: str) -> SnapshotManifest:
-    if ref == "latest":
-        for m in found:
-            if m.verified:
-                return m
-        raise SnapshotNotFound(f"no verified snapshot in {where}")
-    for m in found:
-        if m.id == ref:
-            return m
-    raise SnapshotNotFound(f"snapshot {ref} not found in {where}")
-
-
 def _restore_plan(ref: str, store: str | None, s3_endpoint_url: str | None, s3_region: str | None,
                   token: str | None, output: str, write_dir: str | None, node_key_file: str | None,
                   manifests_dir: str | None, etcd_namespace: str, etcd_selector: str, namespace: str,
@@ -530,7 +518,7 @@ def _restore_plan(ref: str, store: str | None, s3_endpoint_url: str | None, s3_r
             store_url = st.url
         else:
             cj, cfg = cluster_store(kube, namespace, cronjob)
-            snap = _pick(read_snapshots(kube, cj, cfg), ref, cfg.url)
+            snap = pick(read_snapshots(kube, cj, cfg), ref, cfg.url)
             store_url, s3_endpoint_url, s3_region = cfg.url, cfg.s3_endpoint_url, cfg.s3_region
     finally:
         kube.close()
