@@ -186,3 +186,34 @@ def test_full_disk_while_restoring(snapshot, file_store_url, tiny_fs, capsys, et
     data_dir = tiny_fs / "m0.etcd"
     assert_refused(capsys, restore_args(file_store_url, r.json()["id"], key, data_dir), "no space left on device",
                    data_dir)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_upload_leaves_nothing(etcd_cluster_factory, tmp_store_dir, file_store_url, tmp_path) -> None:
+    """Kubernetes stops a Job with SIGTERM: the partial object is removed and nothing is listed."""
+    import signal
+    import sys
+
+    from cli_helpers import tls_args
+
+    cluster = etcd_cluster_factory("3.5", 1, True)
+    cluster.put_many("/big/", 40000, 2048)
+    key = write_key(tmp_path / "key")
+    exe = Path(sys.executable).parent / "kubectl-etcdbackup"
+    proc = subprocess.Popen([exe, "agent", "backup", "--endpoints", cluster.endpoints[0], *tls_args(cluster),
+                             "--store", file_store_url, "--key-file", str(key), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith(".tmp-") and p.stat().st_size > 0 for p in tmp_store_dir.iterdir()):
+            assert proc.poll() is None, "backup finished before it could be interrupted"
+            assert time.monotonic() < deadline, "no upload started"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert [p.name for p in tmp_store_dir.iterdir() if p.name != "etcdbackup.status"] == []
