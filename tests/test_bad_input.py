@@ -217,3 +217,23 @@ def test_sigterm_mid_upload_leaves_nothing(etcd_cluster_factory, tmp_store_dir, 
             proc.wait(timeout=10)
     assert proc.returncode == 128 + signal.SIGTERM
     assert [p.name for p in tmp_store_dir.iterdir() if p.name != "etcdbackup.status"] == []
+
+
+@pytest.mark.parametrize("args,match", [(["list", "--bogus"], "Error: No such option: --bogus"),
+                                        (["agent", "backup"], "Error: Missing option '--store'")])
+def test_usage_errors_are_one_line_exit_2(args: list[str], match: str) -> None:
+    from cli_helpers import run_cli_subprocess
+
+    r = run_cli_subprocess(*args)
+    assert r.rc == 2 and r.err.rstrip().splitlines()[-1].startswith(match), r.err
+    assert "Traceback" not in r.err
+
+
+def test_cli_needs_no_click_package() -> None:
+    """typer >= 0.29 vendors click; a fresh install has no `click`, so the CLI must not import it."""
+    import sys
+
+    code = ("import sys; sys.modules['click'] = None\n"
+            "from kubectl_etcdbackup.cli import main; sys.exit(main(['version']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr

@@ -6,7 +6,6 @@ import signal
 import sys
 import threading
 
-import click
 import typer
 
 from .. import __version__
@@ -15,8 +14,9 @@ from .agent import agent_app
 from .k8s import catalog_cmd, get_cmd, install_cmd, list_cmd, manifests_cmd, now_cmd, restore_cmd, status_cmd
 from .snapshots import keygen_cmd, prune_cmd, quickstart_cmd, verify_cmd
 
+# rich_markup_mode=None: plain, kubectl-like help, and usage errors end in one "Error: ..." line.
 app = typer.Typer(name="kubectl-etcdbackup", no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False,
+                  rich_markup_mode=None, add_completion=False,
                   help="Safe, fast and boring etcd backup and restore (kubectl etcdbackup ...).")
 agent_app.command("catalog")(catalog_cmd)
 app.add_typer(agent_app, name="agent")
@@ -51,20 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        # Without standalone mode click returns the code of typer.Exit instead of raising it.
-        rc = app(args=argv, prog_name="kubectl-etcdbackup", standalone_mode=False)
+        # Standalone mode: typer reports usage errors itself (exit 2) and exits with each command's code.
+        app(args=argv, prog_name="kubectl-etcdbackup", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except EtcdBackupError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return rc if isinstance(rc, int) else 0
+    return 0
 
 
 if __name__ == "__main__":
