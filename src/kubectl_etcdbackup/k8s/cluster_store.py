@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from ..catalog import list_snapshots
+from ..catalog import list_snapshots, warn_problems
 from ..errors import EtcdBackupError, StoreError, UsageError
 from ..manifest import SnapshotManifest
 from ..stores import Store
@@ -167,8 +167,7 @@ def read_snapshots(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore) -> li
     """The snapshots of the cluster's store, newest first."""
     if cfg.is_s3:
         listing = list_snapshots(open_s3(kube, cfg))
-        for p in listing.problems:
-            print(f"warning: {p}", file=sys.stderr)
+        warn_problems(listing)
         return listing.snapshots
     out = run_on_store(kube, cronjob, cfg, ["list"], ["-o", "json"])
     items = extract_json(out, "[")
