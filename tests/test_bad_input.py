@@ -4,6 +4,7 @@ data dir already present, full disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -217,6 +218,8 @@ def test_sigterm_mid_upload_leaves_nothing(etcd_cluster_factory, tmp_store_dir, 
             proc.wait(timeout=10)
     assert proc.returncode == 128 + signal.SIGTERM
     assert [p.name for p in tmp_store_dir.iterdir() if p.name != "etcdbackup.status"] == []
+    status = json.loads((tmp_store_dir / "etcdbackup.status").read_text())
+    assert status["failures_total"] == 1 and "interrupted" in status["last_failure_message"]
 
 
 @pytest.mark.parametrize("args,match", [(["list", "--bogus"], "Error: No such option: --bogus"),

@@ -90,9 +90,9 @@ def backup_cmd(
                              or 5.0, command_timeout=seconds(command_timeout, "--command-timeout") or 1800.0,
                              verify=verify, work_dir=work_dir, progress=progress)
         manifest = take_backup(opts)
-    except EtcdBackupError as e:
+    except (EtcdBackupError, SystemExit, KeyboardInterrupt) as e:  # SystemExit: SIGTERM (Job deadline, eviction)
         if st is not None:
-            message = str(e)
+            message = str(e) if isinstance(e, EtcdBackupError) else f"interrupted ({type(e).__name__} {e})".strip()
             _record(st, lambda rs: rs.record_failure(_now(), message))
         _publish(st.url if st else store, False, time.monotonic() - started, None, metrics_textfile, pushgateway)
         raise
