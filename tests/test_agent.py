@@ -196,3 +196,23 @@ def test_metrics_pushed_to_pushgateway(etcd35_tls_cluster, file_store_url, tmp_p
     m = metrics(received[0][2].decode())
     assert m["etcd_backup_size_bytes"] == r.json()["stored_size"] and m["etcd_backup_failures_total"] == 0
     assert m["etcd_backup_last_success_timestamp"] > 0 and "etcd_backup_duration_seconds" in m
+
+
+def test_prune_removes_only_day_old_orphans(etcd35_tls_cluster, file_store_url, tmp_store_dir, tmp_path,
+                                            capsys) -> None:
+    """An object without a manifest is a failed backup: prune removes it once it is over a day old."""
+    key = write_key(tmp_path / "key")
+    r = run_cli(capsys, *backup_args(etcd35_tls_cluster, file_store_url, key, "--verify", "hash"))
+    assert r.rc == 0, r.err
+    old = tmp_store_dir / "etcd-20200101T000000000Z-dead.etcdbak"
+    fresh = tmp_store_dir / (r.json()["id"][:-4] + "beef.etcdbak")  # made just now: may be a backup in flight
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"in flight")
+    listed = run_cli(capsys, "list", "--store", file_store_url, "-o", "json")
+    assert len(listed.json()) == 1 and "2 object(s) without a manifest" in listed.err
+    dry = run_cli(capsys, "prune", "--store", file_store_url, "--retain-count", "5", "--dry-run", "-o", "json")
+    assert [row["id"] for row in dry.json() if row["action"] == "would delete"] == [old.name] and old.exists()
+    done = run_cli(capsys, "prune", "--store", file_store_url, "--retain-count", "5", "-o", "json")
+    assert [row["id"] for row in done.json() if row["action"] == "deleted"] == [old.name]
+    assert not old.exists() and fresh.exists()
+    assert len(run_cli(capsys, "list", "--store", file_store_url, "-o", "json").json()) == 1

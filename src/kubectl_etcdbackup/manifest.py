@@ -25,6 +25,18 @@ def new_snapshot_id(now: datetime, prefix: str = "etcd") -> str:
     return f"{prefix}-{t:%Y%m%dT%H%M%S}{t.microsecond // 1000:03d}Z-{secrets.token_hex(2)}"
 
 
+_ID_TIME = re.compile(r"-(\d{8}T\d{6})(\d{3})?Z-[0-9a-f]+$")
+
+
+def id_time(snapshot_id: str) -> datetime | None:
+    """When a snapshot id was made (ids carry their UTC creation time), or None for a foreign name."""
+    m = _ID_TIME.search(snapshot_id)
+    if not m:
+        return None
+    t = datetime.strptime(m.group(1), "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    return t.replace(microsecond=int(m.group(2) or 0) * 1000)
+
+
 def validate_id(snapshot_id: str) -> str:
     if not _ID.match(snapshot_id) or snapshot_id.endswith((OBJECT_SUFFIX, MANIFEST_SUFFIX)):
         raise FormatError(f"invalid snapshot id {snapshot_id!r}")

@@ -6,7 +6,7 @@ must be exceeded to delete. Never delete the newest verified snapshot, whatever 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,3 +56,18 @@ def decide(snapshots: Sequence[SnapshotManifest], policy: RetentionPolicy, now: 
         keep.append(m)
         reasons[m.id] = reason
     return RetentionDecision(keep, delete, reasons)
+
+
+ORPHAN_AGE_SECONDS = 86400.0  # a backup takes minutes (the CronJob's deadline is 15 min); a day-old orphan is dead
+
+
+def stale_orphans(orphans: Sequence[str], made_at: Callable[[str], datetime | None], now: datetime,
+                  min_age_seconds: float = ORPHAN_AGE_SECONDS) -> list[str]:
+    """Objects without a manifest (a backup killed before its manifest was written) old enough that no
+    running backup can still own them. Names whose age is unknown are never chosen."""
+    out = []
+    for name in orphans:
+        t = made_at(name)
+        if t is not None and (now - t).total_seconds() > min_age_seconds:
+            out.append(name)
+    return out

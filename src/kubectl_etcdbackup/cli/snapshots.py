@@ -14,11 +14,11 @@ from ..errors import UsageError
 from ..etcd.tools import EtcdTool
 from ..fetch import fetch_to_file
 from ..keys import generate_key
-from ..manifest import SnapshotManifest
+from ..manifest import OBJECT_SUFFIX, SnapshotManifest, id_time
 from ..output import human_bytes, render
 from ..restore import data_dir_exists, execute_restore
 from ..restore_plan import DEFAULT_BUMP_REVISION, MemberSpec, plan_restore
-from ..retention import RetentionPolicy, decide
+from ..retention import RetentionPolicy, decide, stale_orphans
 from ..verify import verify_snapshot
 from .common import (
     KeyEnvOpt,
@@ -113,7 +113,8 @@ def prune(st: Any, retain_count: int | None, retain_age_s: float | None, dry_run
         raise UsageError(str(e)) from None
     listing = list_snapshots(st)
     warn_problems(listing)
-    decision = decide(listing.snapshots, policy, datetime.now(UTC))
+    now = datetime.now(UTC)
+    decision = decide(listing.snapshots, policy, now)
     doomed_ids = {m.id for m in decision.delete}
     rows = []
     for m in listing.snapshots:
@@ -122,6 +123,11 @@ def prune(st: Any, retain_count: int | None, retain_age_s: float | None, dry_run
             delete_snapshot(st, m)
         action = ("would delete" if dry_run else "deleted") if doomed else "keep"
         rows.append({"id": m.id, "action": action, "reason": decision.reasons[m.id]})
+    for name in stale_orphans(listing.orphans, lambda n: id_time(n.removesuffix(OBJECT_SUFFIX)), now):
+        if not dry_run:
+            st.delete(name)
+        rows.append({"id": name, "action": "would delete" if dry_run else "deleted",
+                     "reason": "object without a manifest, over a day old (a failed backup, never a snapshot)"})
     return rows
 
 
