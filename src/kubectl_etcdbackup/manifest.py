@@ -88,6 +88,11 @@ class SnapshotManifest:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise FormatError(f"{source} is not valid JSON") from None
+        return cls.from_dict(obj, source)
+
+    @classmethod
+    def from_dict(cls, obj: object, source: str = "manifest") -> SnapshotManifest:
+        """From parsed JSON; unknown keys (from newer writers, or `list -o json` extras) are ignored."""
         if not isinstance(obj, dict):
             raise FormatError(f"{source} is not a JSON object")
         if obj.get("format_version", MANIFEST_VERSION) > MANIFEST_VERSION:

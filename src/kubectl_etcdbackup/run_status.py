@@ -23,6 +23,14 @@ class RunStatus:
     last_failure_time: str = ""
     last_failure_message: str = ""
 
+    @classmethod
+    def from_dict(cls, obj: object) -> RunStatus:
+        """From parsed JSON; unknown keys are ignored, anything but an object gives an empty record."""
+        if not isinstance(obj, dict):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in known})
+
     def record_success(self, when: str, snapshot_id: str) -> None:
         self.last_success_time, self.last_success_id = when, snapshot_id
 
@@ -33,11 +41,9 @@ class RunStatus:
 
 def load_status(store: Store) -> RunStatus:
     try:
-        obj = json.loads(store.get_bytes(STATUS_OBJECT))
+        return RunStatus.from_dict(json.loads(store.get_bytes(STATUS_OBJECT)))
     except (EtcdBackupError, ValueError):
         return RunStatus()
-    known = {f.name for f in fields(RunStatus)}
-    return RunStatus(**{k: v for k, v in obj.items() if k in known}) if isinstance(obj, dict) else RunStatus()
 
 
 def save_status(store: Store, status: RunStatus) -> None:

@@ -21,7 +21,6 @@ import yaml
 from ..catalog import pick, resolve
 from ..durations import format_duration
 from ..errors import EtcdBackupError, UsageError
-from ..fetch import fetch_to_file
 from ..k8s.etcd_status import warnings_for
 from ..k8s.jobs import backup_result, create_unique, manual_job
 from ..k8s.manifests import ManifestOptions, render_manifests, to_yaml
@@ -281,7 +280,7 @@ def list_cmd(store: OptionalStoreOpt = None, output: OutputOpt = "table", s3_end
              kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
     """List the snapshots, newest first: of --store, else of the store the cluster's backup CronJob uses."""
     if store:
-        snapshots.list_cmd(store=store, output=output, s3_endpoint_url=s3_endpoint_url, s3_region=s3_region)
+        snapshots.list_store(store, output, s3_endpoint_url, s3_region)
         return
     from ..k8s.cluster_store import cluster_store, read_snapshots
 
@@ -305,23 +304,20 @@ def get_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest
             kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
     """Download a verified, decrypted etcd snapshot .db (default store: the cluster's, if it is S3)."""
     if store:
-        snapshots.get_cmd(snapshot=snapshot, store=store, file=file, key_file=key_file, key_env=key_env,
-                          s3_endpoint_url=s3_endpoint_url, s3_region=s3_region, progress=progress)
-        return
-    from ..k8s.cluster_store import cluster_store, open_s3
+        st = get_store(store, s3_endpoint_url, s3_region)
+    else:
+        from ..k8s.cluster_store import cluster_store, open_s3
 
-    kube = _connect(kubeconfig, context)
-    try:
-        _, cfg = cluster_store(kube, namespace, cronjob)
-        if not cfg.is_s3:
-            raise UsageError(f"the cluster's store {cfg.url} is a volume inside the cluster; only S3 stores are "
-                             "read from here: pass --store with a copy of it")
-        st = open_s3(kube, cfg)
-    finally:
-        kube.close()
-    m = resolve(st, snapshot)
-    fetch_to_file(st, m, get_key(key_file, key_env), file, progress)
-    print(f"{m.id} -> {file} ({human_bytes(m.raw_size)}, revision {m.etcd_revision}, sha256 {m.raw_sha256})")
+        kube = _connect(kubeconfig, context)
+        try:
+            _, cfg = cluster_store(kube, namespace, cronjob)
+            if not cfg.is_s3:
+                raise UsageError(f"the cluster's store {cfg.url} is a volume inside the cluster; only S3 stores "
+                                 "are read from here: pass --store with a copy of it")
+            st = open_s3(kube, cfg)
+        finally:
+            kube.close()
+    snapshots.download(st, snapshot, get_key(key_file, key_env), file, progress)
 
 
 def catalog_cmd(store: StoreOpt, s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None) -> None:

@@ -19,6 +19,7 @@ from ..output import human_bytes, render
 from ..restore import data_dir_exists, execute_restore
 from ..restore_plan import DEFAULT_BUMP_REVISION, MemberSpec, plan_restore
 from ..retention import RetentionPolicy, decide, stale_orphans
+from ..stores import Store
 from ..verify import verify_snapshot
 from .common import (
     KeyEnvOpt,
@@ -65,9 +66,9 @@ def print_snapshots(snapshots: list[SnapshotManifest], fmt: str) -> None:
     print(render(snapshot_rows(snapshots, now), fmt, LIST_COLUMNS, _cell, doc=None if fmt == "table" else doc))
 
 
-def list_cmd(store: StoreOpt, output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
-             s3_region: S3RegionOpt = None) -> None:
-    """List the snapshots in a store, newest first."""
+def list_store(store: str, output: str = "table", s3_endpoint_url: str | None = None,
+               s3_region: str | None = None) -> None:
+    """`list --store`: the snapshots in a store, newest first."""
     check_output(output)
     listing = list_snapshots(get_store(store, s3_endpoint_url, s3_region))
     warn_problems(listing)
@@ -106,7 +107,7 @@ def prune_cmd(store: StoreOpt,
     print(render(rows, output, [("id", "ID"), ("action", "ACTION"), ("reason", "REASON")]))
 
 
-def prune(st: Any, retain_count: int | None, retain_age_s: float | None, dry_run: bool) -> list[dict[str, Any]]:
+def prune(st: Store, retain_count: int | None, retain_age_s: float | None, dry_run: bool) -> list[dict[str, Any]]:
     try:
         policy = RetentionPolicy(retain_count, retain_age_s)
     except ValueError as e:
@@ -174,14 +175,10 @@ def _print_plan(plan: dict[str, Any], output: str) -> None:
         print(f"warning: {w}")
 
 
-def get_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest'")], store: StoreOpt,
-            file: Annotated[str, typer.Option("--file", "-f", help="where to write the etcd snapshot .db")],
-            key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None, s3_endpoint_url: S3EndpointOpt = None,
-            s3_region: S3RegionOpt = None, progress: ProgressOpt = None) -> None:
-    """Download a verified, decrypted etcd snapshot file (as `etcdctl snapshot save` would write it)."""
-    st = get_store(store, s3_endpoint_url, s3_region)
-    m = resolve(st, snapshot)
-    fetch_to_file(st, m, get_key(key_file, key_env), file, progress)
+def download(st: Store, ref: str, key: bytes | None, file: str, progress: bool | None) -> None:
+    """`snapshot get`: write a verified, decrypted etcd snapshot file (as `etcdctl snapshot save` would)."""
+    m = resolve(st, ref)
+    fetch_to_file(st, m, key, file, progress)
     print(f"{m.id} -> {file} ({human_bytes(m.raw_size)}, revision {m.etcd_revision}, sha256 {m.raw_sha256})")
 
 

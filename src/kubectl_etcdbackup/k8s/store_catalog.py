@@ -31,8 +31,8 @@ class Catalog:
     def from_json(cls, obj: Any) -> Catalog:
         if not isinstance(obj, dict) or not isinstance(obj.get("snapshots"), list):
             raise StoreError("unexpected catalog output from the cluster")
-        rs = {k: v for k, v in (obj.get("run_status") or {}).items() if k in RunStatus.__dataclass_fields__}
-        return cls(str(obj.get("store", "")), manifests_from_json(obj["snapshots"]), RunStatus(**rs),
+        return cls(str(obj.get("store", "")), manifests_from_json(obj["snapshots"]),
+                   RunStatus.from_dict(obj.get("run_status")),
                    [str(p) for p in obj.get("problems") or []])
 
 
@@ -43,4 +43,4 @@ def catalog_of(store: Store) -> Catalog:
 
 def manifests_from_json(items: list[Any]) -> list[SnapshotManifest]:
     """Manifests as `list -o json` prints them (extra keys such as age_seconds are ignored)."""
-    return [SnapshotManifest.from_json(json.dumps(d).encode(), "snapshot listed by the cluster") for d in items]
+    return [SnapshotManifest.from_dict(d, "snapshot listed by the cluster") for d in items]
