@@ -14,7 +14,7 @@ FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
-COPY src ./src
+COPY kubectl_etcdbackup ./kubectl_etcdbackup
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/etcdbackup \
     && /opt/etcdbackup/bin/pip install /wheels/*.whl \

@@ -34,10 +34,10 @@ Home: https://github.com/kubectl-etcdbackup/kubectl-etcdbackup
 
 
 def package_version() -> str:
-    text = (ROOT / "src" / "kubectl_etcdbackup" / "__init__.py").read_text()
+    text = (ROOT / "kubectl_etcdbackup" / "__init__.py").read_text()
     m = re.search(r'^__version__ = "([^"]+)"', text, re.M)
     if not m:
-        raise SystemExit("cannot find __version__ in src/kubectl_etcdbackup/__init__.py")
+        raise SystemExit("cannot find __version__ in kubectl_etcdbackup/__init__.py")
     return m.group(1)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
 from kubectl_etcdbackup.k8s.manifests import ManifestOptions, render_manifests, to_yaml  # noqa: E402
 

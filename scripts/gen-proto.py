@@ -1,4 +1,4 @@
-"""Regenerate src/kubectl_etcdbackup/etcd/_proto from proto/*.proto (needs grpcio-tools)."""
+"""Regenerate kubectl_etcdbackup/etcd/_proto from proto/*.proto (needs grpcio-tools)."""
 
 import re
 import subprocess
@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "src" / "kubectl_etcdbackup" / "etcd" / "_proto"
+OUT = ROOT / "kubectl_etcdbackup" / "etcd" / "_proto"
 
 
 def main() -> None:
