@@ -27,9 +27,10 @@ from .format import (
     CODEC_NONE,
     CODEC_ZSTD,
     DEFAULT_FRAME_SIZE,
+    Binding,
     FrameSealer,
-    key_id,
 )
+from .keys import Keyring
 from .manifest import SnapshotManifest, format_time, new_snapshot_id, object_name
 from .progress import transfer_progress
 from .snapshot_hash import SnapshotHashCheck
@@ -44,19 +45,21 @@ _QUEUE_DEPTH = 8  # x 1 MiB batches: bounded read-ahead
 class BackupOptions:
     endpoints: list[str]
     store: Store
-    key: bytes | None
+    key: Keyring | None  # the newest key seals; None = unencrypted (must be asked for explicitly)
     tls: TLSFiles | None = None
     compression_level: int = 1  # as small as level 3 on etcd dbs (half-empty pages), twice as fast
     compress: bool = True
     frame_size: int = DEFAULT_FRAME_SIZE
     dial_timeout: float = 5.0
-    command_timeout: float = 1800.0
+    command_timeout: float = 600.0  # the whole snapshot stream; under the chart's Job deadline (900 s)
+    idle_timeout: float = 30.0  # a snapshot stream with no bytes for this long has stalled: next member
     verify: str = "status"  # hash: etcd's stream hash only; status: + read back and `snapshot status`;
     #                         restore: + a test restore into a scratch dir
     work_dir: str | None = None
     id_prefix: str = "etcd"
     progress: bool | None = None
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    warn: Callable[[str], None] = field(default=lambda message: None)  # one line per member fallen back from
 
 
 def _batched(stream: Iterator[SnapshotResponse]) -> Iterator[tuple[int, bytes]]:
@@ -126,15 +129,16 @@ class _Streamed:
     header_revision: int
 
 
-def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOptions, name: str,
+def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOptions, binding: Binding,
                      ) -> _Streamed:
-    sealer = FrameSealer(opts.key, CODEC_ZSTD if opts.compress else CODEC_NONE, opts.frame_size)
+    sealer = FrameSealer(opts.key.primary if opts.key else None, binding,
+                         CODEC_ZSTD if opts.compress else CODEC_NONE, opts.frame_size)
     compressor = zstandard.ZstdCompressor(level=opts.compression_level).compressobj() if opts.compress else None
     check = SnapshotHashCheck()
     stored = hashlib.sha256()
     stored_size = 0
     revision = 0
-    writer = opts.store.writer(name)
+    writer = opts.store.writer(object_name(binding.snapshot_id))
 
     def put(data: bytes) -> None:
         nonlocal stored_size
@@ -145,7 +149,7 @@ def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOpt
 
     try:
         with transfer_progress(f"snapshot {client.endpoint}", status.db_size, opts.progress) as advance:
-            batches = _batched(client.snapshot(opts.command_timeout))
+            batches = _batched(client.snapshot(opts.command_timeout, opts.idle_timeout))
             if (os.cpu_count() or 1) > 2:
                 batches = _read_ahead(batches)
             for header_revision, blob in batches:
@@ -155,7 +159,7 @@ def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOpt
                 put(sealer.add(compressor.compress(blob) if compressor else blob))
         check.check(f"snapshot stream from {client.endpoint}")
         put(sealer.add(compressor.flush() if compressor else b""))
-        put(sealer.finish())
+        put(sealer.finish(check.size, check.raw_sha256))
         writer.commit()
     except BaseException:
         writer.abort()
@@ -164,7 +168,8 @@ def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOpt
 
 
 def take_backup(opts: BackupOptions) -> SnapshotManifest:
-    """Take, store and verify one snapshot; return its manifest (already saved)."""
+    """Take, store and verify one snapshot from the first member that can give one; return its manifest (already
+    saved). When earlier members failed, each is reported through opts.warn with the member used instead."""
     if opts.verify not in VERIFY_MODES:
         raise UsageError(f"--verify must be one of {', '.join(VERIFY_MODES)}")
     opts.store.check_writable()
@@ -172,38 +177,43 @@ def take_backup(opts: BackupOptions) -> SnapshotManifest:
     problems: list[str] = []
     for endpoint in opts.endpoints:
         try:
-            client, status = connect_healthy(endpoint, opts.tls, opts.dial_timeout)
-        except EtcdUnavailable as e:
+            manifest = _snapshot_from(endpoint, opts)
+        except (EtcdUnavailable, IntegrityError, TruncatedError) as e:
+            # A member that is down, dies, stalls or sends a bad stream: try the next one (a partial object was
+            # aborted).
             problems.append(str(e))
             continue
-        with client:
-            created = opts.now()
-            snapshot_id = new_snapshot_id(created, opts.id_prefix)
-            try:
-                key_count = client.key_count(timeout=max(opts.dial_timeout, 30.0))
-                streamed = _stream_to_store(client, status, opts, object_name(snapshot_id))
-            except (EtcdUnavailable, IntegrityError, TruncatedError) as e:
-                # A member that dies or sends a bad stream: try the next one (the partial object was aborted).
-                problems.append(str(e))
-                continue
-        manifest = SnapshotManifest(
-            id=snapshot_id, created_at=format_time(created),
-            etcd_revision=streamed.header_revision or status.revision, key_count=key_count,
-            etcd_version=status.version, cluster_id=status.cluster_id, member_id=status.member_id,
-            member_endpoint=endpoint, raw_size=streamed.raw_size, stored_size=streamed.stored_size,
-            raw_sha256=streamed.raw_sha256, stored_sha256=streamed.stored_sha256,
-            codec="zstd" if opts.compress else "none",
-            cipher=CIPHER_NAMES[CIPHER_AES256GCM if opts.key else CIPHER_NONE],
-            key_id=key_id(opts.key).hex() if opts.key else "", duration_seconds=0.0, tool_version=__version__)
+        for problem in problems:
+            opts.warn(f"{problem}; fell back to {endpoint}")
         try:
             _verify_new(opts, manifest)
         except BaseException:
-            opts.store.delete(object_name(snapshot_id))  # our own uncommitted object, never listed
+            opts.store.delete(object_name(manifest.id))  # our own uncommitted object, never listed
             raise
         manifest.duration_seconds = round(time.monotonic() - started, 3)
-        save_manifest(opts.store, manifest)
+        save_manifest(opts.store, manifest, opts.key)
         return manifest
     raise EtcdUnavailable("no etcd endpoint could take a snapshot: " + "; ".join(problems))
+
+
+def _snapshot_from(endpoint: str, opts: BackupOptions) -> SnapshotManifest:
+    """Stream one member's snapshot into the store; the manifest describing it, not yet verified nor saved."""
+    client, status = connect_healthy(endpoint, opts.tls, opts.dial_timeout)
+    with client:
+        created = opts.now()
+        snapshot_id = new_snapshot_id(created, opts.id_prefix)
+        key_count = client.key_count(timeout=max(opts.dial_timeout, 30.0))
+        streamed = _stream_to_store(client, status, opts, Binding(snapshot_id, format_time(created),
+                                                                  status.cluster_id))
+    return SnapshotManifest(
+        id=snapshot_id, created_at=format_time(created),
+        etcd_revision=streamed.header_revision or status.revision, key_count=key_count,
+        etcd_version=status.version, cluster_id=status.cluster_id, member_id=status.member_id,
+        member_endpoint=endpoint, raw_size=streamed.raw_size, stored_size=streamed.stored_size,
+        raw_sha256=streamed.raw_sha256, stored_sha256=streamed.stored_sha256,
+        codec="zstd" if opts.compress else "none",
+        cipher=CIPHER_NAMES[CIPHER_AES256GCM if opts.key else CIPHER_NONE],
+        key_id=opts.key.primary_id.hex() if opts.key else "", duration_seconds=0.0, tool_version=__version__)
 
 
 def _verify_new(opts: BackupOptions, manifest: SnapshotManifest) -> None:

@@ -16,14 +16,16 @@ from prometheus_client.registry import Collector
 
 from .catalog import list_snapshots
 from .errors import EtcdBackupError
+from .keys import Keyring
 from .monitor import assess
 from .run_status import load_status
 from .stores import Store
 
 
 class StoreCollector(Collector):
-    def __init__(self, store: Store, max_age_seconds: float, cache_seconds: float = 15.0):
+    def __init__(self, store: Store, keyring: Keyring | None, max_age_seconds: float, cache_seconds: float = 15.0):
         self.store = store
+        self.keyring = keyring
         self.max_age_seconds = max_age_seconds
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
@@ -34,13 +36,13 @@ class StoreCollector(Collector):
         url = [self.store.url]
         up = GaugeMetricFamily("etcd_backup_store_up", "1 if the store could be read", labels=labels)
         try:
-            listing = list_snapshots(self.store)
+            listing = list_snapshots(self.store, self.keyring)
             status = load_status(self.store)
         except EtcdBackupError:
             up.add_metric(url, 0)
             return [up]
         up.add_metric(url, 1)
-        fresh = assess(listing.snapshots, self.max_age_seconds, datetime.now(UTC))
+        fresh = assess(listing.trusted, self.max_age_seconds, datetime.now(UTC))
         last = GaugeMetricFamily("etcd_backup_last_success_timestamp",
                                  "Unix time of the newest verified snapshot in the store", labels=labels)
         dur = GaugeMetricFamily("etcd_backup_duration_seconds", "Duration of the newest snapshot's backup",
@@ -55,15 +57,19 @@ class StoreCollector(Collector):
             dur.add_metric(url, fresh.newest.duration_seconds)
             size.add_metric(url, fresh.newest.stored_size)
             out += [last, dur, size]
-        count = GaugeMetricFamily("etcd_backup_snapshots", "Snapshots in the store", labels=labels)
-        count.add_metric(url, len(listing.snapshots))
+        count = GaugeMetricFamily("etcd_backup_snapshots", "Trusted snapshots in the store", labels=labels)
+        count.add_metric(url, len(listing.trusted))
+        untrusted = GaugeMetricFamily(
+            "etcd_backup_untrusted_manifests", "Manifests that are invalid, do not authenticate under the key, or "
+            "are dated in the future (ignored)", labels=labels)
+        untrusted.add_metric(url, len(listing.snapshots) - len(listing.trusted) + len(listing.problems))
         stale = GaugeMetricFamily("etcd_backup_stale", "1 if the newest verified backup is older than max age",
                                   labels=labels)
         stale.add_metric(url, 1 if fresh.stale else 0)
         max_age = GaugeMetricFamily("etcd_backup_max_age_seconds", "Allowed age of the newest backup",
                                     labels=labels)
         max_age.add_metric(url, self.max_age_seconds)
-        return out + [count, stale, max_age]
+        return out + [count, untrusted, stale, max_age]
 
     def collect(self) -> Iterator:
         with self._lock:
@@ -82,10 +88,11 @@ class _ThreadingWSGIServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
-def make_exporter(store: Store, host: str, port: int, max_age_seconds: float, cache_seconds: float = 15.0):
+def make_exporter(store: Store, keyring: Keyring | None, host: str, port: int, max_age_seconds: float,
+                  cache_seconds: float = 15.0):
     """A WSGI server (not yet serving) with /metrics and /healthz; call serve_forever()/shutdown()."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store, max_age_seconds, cache_seconds))
+    registry.register(StoreCollector(store, keyring, max_age_seconds, cache_seconds))
     metrics_app = make_wsgi_app(registry)
 
     def app(environ, start_response):  # type: ignore[no-untyped-def]

@@ -1,6 +1,9 @@
 """Store -> verified raw etcd snapshot file: read, check stored sha256, authenticate and decrypt frames,
-decompress, check raw sha256 and etcd's appended hash. The output appears under its final name only
-after every check passed; on any failure the partial file is removed and nothing else is touched.
+decompress, check raw sha256 and etcd's appended hash. The object must be the one its manifest describes
+(version 2 objects are bound to the snapshot id, time, cluster and raw sha256), and decoding stops as soon as
+it would produce more than the manifest's raw size. The output is created 0600 (it is the plaintext of the
+cluster's secrets) and appears under its final name only after every check passed; on any failure the partial
+file is removed and nothing else is touched.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 import zstandard
 
 from .errors import EtcdBackupError, FormatError, IntegrityError
-from .format import CODEC_ZSTD, FrameOpener
+from .format import CODEC_ZSTD, Binding, Expected, FrameOpener
+from .keys import Keyring
 from .manifest import SnapshotManifest, object_name
 from .progress import Advance, transfer_progress
 from .snapshot_hash import SnapshotHashCheck
@@ -43,12 +47,18 @@ class _PayloadReader:
         return out
 
 
-def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: SnapshotManifest,
-                  advance: Advance | None = None) -> Iterator[bytes]:
+def expected(manifest: SnapshotManifest) -> Expected:
+    """What the manifest says its object must be."""
+    return Expected(manifest.cipher, Binding(manifest.id, manifest.created_at, manifest.cluster_id),
+                    manifest.raw_size, manifest.raw_sha256)
+
+
+def decode_object(chunks: Iterator[bytes], keyring: Keyring | None, manifest: SnapshotManifest,
+                  advance: Advance | None = None, *, allow_plaintext: bool = False) -> Iterator[bytes]:
     """Yield raw snapshot bytes from stored chunks. Checks run as data flows; the final ones at the end."""
     stored_hash = hashlib.sha256()
     stored_size = 0
-    opener = FrameOpener(key, expect_cipher=manifest.cipher)
+    opener = FrameOpener(keyring, expected(manifest), allow_plaintext=allow_plaintext)
 
     def payloads() -> Iterator[bytes]:
         nonlocal stored_size
@@ -62,19 +72,25 @@ def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: Snapshot
 
     check = SnapshotHashCheck()
     source = payloads()
+
+    def bounded(raw: bytes) -> bytes:
+        if check.size + len(raw) > manifest.raw_size:
+            raise FormatError(f"snapshot {manifest.id}: decodes to more than the {manifest.raw_size} bytes its "
+                              "manifest records; stopped")
+        check.update(raw)
+        return raw
+
     if manifest.codec == "zstd":
         try:
             raw_iter: Iterator[bytes] = zstandard.ZstdDecompressor().read_to_iter(
                 _PayloadReader(source), read_size=_OUT_CHUNK, write_size=_OUT_CHUNK)
             for raw in raw_iter:
-                check.update(raw)
-                yield raw
+                yield bounded(raw)
         except zstandard.ZstdError as e:
             raise FormatError(f"snapshot {manifest.id}: zstd stream is corrupt: {e}") from None
     else:
         for raw in source:
-            check.update(raw)
-            yield raw
+            yield bounded(raw)
     # Drain in case the decompressor stopped at the end of its frame before the container ended.
     for extra in source:
         if extra:
@@ -89,18 +105,21 @@ def decode_object(chunks: Iterator[bytes], key: bytes | None, manifest: Snapshot
     check.check(f"snapshot {manifest.id}")
 
 
-def fetch_to_file(store: Store, manifest: SnapshotManifest, key: bytes | None, dest: str | Path,
-                  progress: bool | None = None, durable: bool = True) -> Path:
-    """Write the verified raw snapshot to dest (atomically). Returns dest.
+def fetch_to_file(store: Store, manifest: SnapshotManifest, keyring: Keyring | None, dest: str | Path,
+                  progress: bool | None = None, durable: bool = True, *, allow_plaintext: bool = False) -> Path:
+    """Write the verified raw snapshot to dest (atomically, mode 0600). Returns dest.
 
     durable=False skips the fsync, for scratch copies that are deleted right after use.
     """
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
-        with open(tmp, "wb") as f, transfer_progress(f"fetch {manifest.id}", manifest.stored_size,
-                                                     progress) as advance:
-            for raw in decode_object(store.read_chunks(object_name(manifest.id)), key, manifest, advance):
+        tmp.unlink(missing_ok=True)  # a partial file left by a killed run: O_EXCL below must not trip on it
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f, transfer_progress(f"fetch {manifest.id}", manifest.stored_size,
+                                                         progress) as advance:
+            for raw in decode_object(store.read_chunks(object_name(manifest.id)), keyring, manifest, advance,
+                                     allow_plaintext=allow_plaintext):
                 f.write(raw)
             f.flush()
             if durable:

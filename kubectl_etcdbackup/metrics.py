@@ -1,7 +1,8 @@
 """Prometheus metrics of the backup job: written to a node-exporter textfile and/or pushed to a Pushgateway.
 
 etcd_backup_failures_total is a counter across runs, so its previous value is read back from the
-textfile (the textfile is the state between CronJob runs).
+textfile (the textfile is the state between CronJob runs). etcd_backup_retention_expected_bytes and
+etcd_backup_retention_fits say whether the retention policy's steady state fits the store (when known).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
+
+from .retention import RetentionFit
 
 JOB = "etcd_backup"
 
@@ -32,7 +35,7 @@ def _previous(textfile: str | None, name: str) -> dict[str, float]:
 
 
 def build_registry(store_url: str, *, success: bool, duration: float, size: int | None,
-                   textfile: str | None) -> CollectorRegistry:
+                   textfile: str | None, retention: RetentionFit | None = None) -> CollectorRegistry:
     reg = CollectorRegistry()
     labels = {"store": store_url}
     last = Gauge("etcd_backup_last_success_timestamp", "Unix time of the last successful, verified backup",
@@ -53,14 +56,28 @@ def build_registry(store_url: str, *, success: bool, duration: float, size: int 
         if prev_size is not None:
             sz.labels(**labels).set(prev_size)
     fails.labels(**labels).inc(prev_fail + (0 if success else 1))
+    if retention is not None:
+        _retention_gauges(reg, labels, retention)
     return reg
 
 
+def _retention_gauges(reg: CollectorRegistry, labels: dict[str, str], retention: RetentionFit) -> None:
+    Gauge("etcd_backup_retention_expected_bytes", "Bytes the retention policy keeps in the long run "
+          "(steady-state snapshot count x newest stored size)", ["store"], registry=reg,
+          ).labels(**labels).set(retention.expected_bytes)
+    if retention.fits is not None:
+        Gauge("etcd_backup_retention_fits", "1 when the retention policy's steady state (plus the snapshot being "
+              "written) fits the store's capacity, else 0", ["store"], registry=reg,
+              ).labels(**labels).set(1 if retention.fits else 0)
+
+
 def publish(store_url: str, *, success: bool, duration: float, size: int | None = None,
-            textfile: str | None = None, pushgateway: str | None = None) -> list[str]:
+            textfile: str | None = None, pushgateway: str | None = None,
+            retention: RetentionFit | None = None) -> list[str]:
     """Write/push the metrics. Returns problems (metrics must never fail the backup itself)."""
     problems: list[str] = []
-    reg = build_registry(store_url, success=success, duration=duration, size=size, textfile=textfile)
+    reg = build_registry(store_url, success=success, duration=duration, size=size, textfile=textfile,
+                         retention=retention)
     if textfile:
         try:
             Path(textfile).parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,9 @@ class RestorePlan:
     store_url: str
     member: MemberSpec
     token: str
-    snapshot_file: str
-    staging_dir: str
+    snapshot_file: str  # the fetched db, inside staging_dir
+    staging_dir: str  # <data-dir>.restoring-<stamp> (0700): all a killed restore leaves behind
+    restored_dir: str  # what `snapshot restore` writes, inside staging_dir; renamed to final_dir
     final_dir: str
     aside_dir: str | None
     steps: list[str] = field(default_factory=list)
@@ -86,23 +87,29 @@ def plan_restore(snapshot_id: str, store_url: str, member: MemberSpec, *, data_d
         raise UsageError(f"refusing to restore into {member.data_dir!r}")
     staging = final.with_name(f"{final.name}.restoring-{stamp}")
     aside = final.with_name(f"{final.name}.before-restore-{stamp}") if data_dir_exists else None
-    snap = final.with_name(f".{final.name}.{snapshot_id}.db")
+    snap = staging / f"{snapshot_id}.db"
+    restored = staging / "data"
     token = member.initial_cluster_token or default_token(snapshot_id)
-    plan = RestorePlan(snapshot_id, store_url, member, token, str(snap), str(staging), str(final),
+    plan = RestorePlan(snapshot_id, store_url, member, token, str(snap), str(staging), str(restored), str(final),
                        str(aside) if aside else None)
     bump = (f" --bump-revision {member.bump_revision}" if member.bump_revision else "") + (
         " --mark-compacted" if member.mark_compacted else "")
     plan.steps = [
-        f"fetch {snapshot_id} from {store_url}; check stored sha256, decrypt and authenticate every frame, "
-        f"decompress, check raw sha256 and etcd's appended hash -> {snap}",
+        f"lock {final} against other restores; remove its stale staging dirs (left by killed restores)",
+        f"create {staging} (mode 0700); fetch {snapshot_id} from {store_url}; check stored sha256, decrypt and "
+        f"authenticate every frame, decompress, check raw sha256 and etcd's appended hash -> {snap}",
         f"snapshot status {snap} (revision must match the manifest)",
         f"snapshot restore {snap} --name {member.name} --initial-cluster {member.initial_cluster} "
         f"--initial-cluster-token {token} --initial-advertise-peer-urls {member.initial_advertise_peer_urls}"
-        f"{bump} --data-dir {staging}",
+        f"{bump} --data-dir {restored}",
+        f"remove the fetched {snap}; check again that no etcd runs on {final}",
     ]
     if aside:
-        plan.steps.append(f"move existing {final} aside to {aside} (kept, never deleted)")
-    plan.steps += [f"rename {staging} -> {final}", f"remove the fetched {snap}"]
+        plan.steps.append(f"swap {restored} in as {final} in one step; the old {final} becomes {aside} "
+                          "(kept, never deleted)")
+    else:
+        plan.steps.append(f"rename {restored} -> {final}")
+    plan.steps.append(f"remove the empty {staging}")
     if not member.bump_revision:
         plan.warnings.append("revision not bumped: clients watching etcd (kube-apiserver informers) may "
                              "serve stale caches; restart every kube-apiserver and controller after restore")

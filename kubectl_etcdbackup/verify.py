@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import IntegrityError
 from .etcd.tools import EtcdTool, RestoreArgs
 from .fetch import fetch_to_file
+from .keys import Keyring
 from .manifest import SnapshotManifest
 from .stores import Store
 
@@ -41,14 +42,15 @@ def check_revision(manifest: SnapshotManifest, db_revision: int) -> None:
                              f"revision {manifest.etcd_revision}")
 
 
-def verify_snapshot(store: Store, manifest: SnapshotManifest, key: bytes | None, *, test_restore: bool = False,
-                    work_dir: str | None = None, progress: bool | None = None,
-                    tool: EtcdTool | None = None) -> VerifyResult:
+def verify_snapshot(store: Store, manifest: SnapshotManifest, keyring: Keyring | None, *,
+                    test_restore: bool = False, work_dir: str | None = None, progress: bool | None = None,
+                    tool: EtcdTool | None = None, allow_plaintext: bool = False) -> VerifyResult:
     started = time.monotonic()
     tool = tool or EtcdTool()
     scratch = Path(tempfile.mkdtemp(prefix="etcdbackup-verify-", dir=work_dir))
     try:
-        db = fetch_to_file(store, manifest, key, scratch / "snapshot.db", progress, durable=False)
+        db = fetch_to_file(store, manifest, keyring, scratch / "snapshot.db", progress, durable=False,
+                           allow_plaintext=allow_plaintext)
         st = tool.snapshot_status(str(db))
         check_revision(manifest, st.revision)
         if test_restore:

@@ -36,7 +36,7 @@ HEADER = """\
 # etcd backups every 15 minutes, {what}.
 # Other settings: `kubectl etcdbackup manifests --help`, or the Helm chart in chart/.
 # Before applying, create the Secrets; keep a copy of the encryption key OUTSIDE the cluster:
-#   kubectl etcdbackup keygen > etcd-backup.key
+#   (umask 077; kubectl etcdbackup keygen > etcd-backup.key)
 #   kubectl create namespace etcd-backup
 #   kubectl -n etcd-backup create secret generic etcd-backup-key --from-file=key=etcd-backup.key
 """

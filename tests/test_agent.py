@@ -48,7 +48,8 @@ def test_retention_after_backup(etcd35_tls_cluster, file_store_url, tmp_path, ca
         r = run_cli(capsys, *backup_args(etcd35_tls_cluster, file_store_url, key, "--verify", "hash"))
         assert r.rc == 0, r.err
         ids.append(r.json()["id"])
-    dry = run_cli(capsys, "prune", "--store", file_store_url, "--retain-count", "2", "--dry-run", "-o", "json")
+    dry = run_cli(capsys, "prune", "--store", file_store_url, "--key-file", key, "--keep-last", "2", "--dry-run",
+                  "-o", "json")
     assert [row["action"] for row in dry.json()].count("would delete") == 2
     assert len(run_cli(capsys, "list", "--store", file_store_url, "-o", "json").json()) == 4
     r = run_cli(capsys, *backup_args(etcd35_tls_cluster, file_store_url, key, "--verify", "hash",
@@ -122,7 +123,7 @@ def test_exporter_serves_metrics_from_the_store(store_kind, request, etcd35_tls_
     import os
 
     store = open_store(url, s3_endpoint_url=os.environ.get("ETCDBACKUP_S3_ENDPOINT_URL"))
-    server = make_exporter(store, "127.0.0.1", port, max_age_seconds=3600, cache_seconds=0)
+    server = make_exporter(store, None, "127.0.0.1", port, max_age_seconds=3600, cache_seconds=0)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
@@ -210,9 +211,10 @@ def test_prune_removes_only_day_old_orphans(etcd35_tls_cluster, file_store_url, 
     fresh.write_bytes(b"in flight")
     listed = run_cli(capsys, "list", "--store", file_store_url, "-o", "json")
     assert len(listed.json()) == 1 and "2 object(s) without a manifest" in listed.err
-    dry = run_cli(capsys, "prune", "--store", file_store_url, "--retain-count", "5", "--dry-run", "-o", "json")
+    dry = run_cli(capsys, "prune", "--store", file_store_url, "--key-file", key, "--keep-last", "5", "--dry-run",
+                  "-o", "json")
     assert [row["id"] for row in dry.json() if row["action"] == "would delete"] == [old.name] and old.exists()
-    done = run_cli(capsys, "prune", "--store", file_store_url, "--retain-count", "5", "-o", "json")
+    done = run_cli(capsys, "prune", "--store", file_store_url, "--key-file", key, "--keep-last", "5", "-o", "json")
     assert [row["id"] for row in done.json() if row["action"] == "deleted"] == [old.name]
     assert not old.exists() and fresh.exists()
     assert len(run_cli(capsys, "list", "--store", file_store_url, "-o", "json").json()) == 1

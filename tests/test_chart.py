@@ -82,7 +82,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "pvc": {
         "store": {"type": "file", "pvc": {"create": False, "name": "etcd-backups", "mountPath": "/var/backups"}},
         "backup": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
-                   "workDirSizeLimit": "10Gi", "verify": "restore"},
+                   "workDirSizeLimit": "10Gi", "verify": "restore", "commandTimeout": "20m", "idleTimeout": "1m",
+                   "activeDeadlineSeconds": 1800},
+        "retention": {"keepLast": 10, "keepWithin": "", "keepDaily": None, "keepMonthly": 1_000_000},
         "priorityClassName": "system-node-critical",
         "exporter": {"enabled": False},
     },
@@ -140,7 +142,11 @@ def test_rendered_objects_pass_strict_kubernetes_schema(helm_env: dict[str, str]
     ({"store": {"type": "s3"}}, ["store.s3", "bucket is required"]),
     ({"store": {"type": "s3", "s3": {"bucket": "Not_A_Bucket"}}}, ["store.s3.bucket"]),
     ({"store": {"pvc": {"create": False}}}, ["store.pvc.name"]),
-    ({"retention": {"age": "1h30m"}}, ["retention.age"]),
+    ({"retention": {"keepWithin": "1h30m"}}, ["retention.keepWithin"]),
+    ({"retention": {"keepDaily": 0}}, ["retention.keepDaily"]),
+    ({"retention": {"count": 96}}, ["Additional property count is not allowed"]),
+    ({"backup": {"commandTimeout": "ten minutes"}}, ["backup.commandTimeout"]),
+    ({"backup": {"workDirSizeLimit": ""}}, ["backup.workDirSizeLimit"]),
     ({"monitor": {"maxAge": ""}}, ["monitor.maxAge"]),
     ({"backup": {"verify": "maybe"}}, ["backup.verify"]),
     ({"backup": {"securityContext": {"runAsNonRoot": True}}}, ["backup.securityContext.runAsUser"]),
@@ -169,8 +175,10 @@ CONTRACT_OPTIONS: dict[str, ManifestOptions] = {
         exporter_port=9200, time_zone="Etc/UTC", operator_role=True,
         operator_subjects=[{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
         image_pull_secrets=["regcred"], priority_class_name="high", run_as_non_root=True, run_as_user=1000,
-        run_as_group=2000, work_dir_size_limit="10Gi", pushgateway_url="http://pgw:9091", retain_count=1_000_000,
-        retain_age="30d", max_age="45m", verify="hash", schedule="@hourly", suspend=True, backoff_limit=0,
+        run_as_group=2000, work_dir_size_limit="10Gi", pushgateway_url="http://pgw:9091", keep_last=1_000_000,
+        keep_within="30d", keep_hourly=48, keep_daily=None, keep_weekly=8, keep_monthly=24, command_timeout="1h",
+        idle_timeout="2m", active_deadline_seconds=7200, max_age="45m", verify="hash", schedule="@hourly",
+        suspend=True, backoff_limit=0,
         tolerations=[{"key": "dedicated", "operator": "Equal", "value": "etcd", "effect": "NoExecute",
                       "tolerationSeconds": 60}],
         resources={"requests": {"cpu": "1"}}, image="registry.example:5000/etcd-agent:dev-1"),
@@ -178,7 +186,7 @@ CONTRACT_OPTIONS: dict[str, ManifestOptions] = {
         pvc_create=False, pvc_name="backups", store="file:///var/backups/etcd/", exporter_enabled=False,
         node_selector={}, tolerations=[], service_account_annotations={"a": "b"}, etcd_pki_dir="/etc/etcd/pki/",
         etcd_endpoints=["https://10.0.0.1:2379", "https://10.0.0.2:2379"], etcd_cert_file="client.crt",
-        etcd_key_file="client.key", image="ghcr.io/x/agent@sha256:" + "a" * 64),
+        etcd_key_file="client.key", image="ghcr.io/x/agent@sha256:" + "a" * 64, keep_within=None, keep_daily=None),
     "pvc-class": ManifestOptions(pvc_storage_class="local-path", pvc_size="100Gi",
                                  pvc_access_modes=["ReadWriteOncePod"], concurrency_policy="Replace"),
 }
@@ -228,7 +236,13 @@ def test_chart_version_and_schema_follow_the_python_module() -> None:
     assert schema["additionalProperties"] is False
     props = schema["properties"]
     assert props["backup"]["properties"]["schedule"]["pattern"] == m.CRON_RE.pattern
-    assert props["retention"]["properties"]["age"]["pattern"] == m.DURATION_RE.pattern
+    keep_within = props["retention"]["properties"]["keepWithin"]
+    assert keep_within["anyOf"] == [{"maxLength": 0}, {"pattern": m.DURATION_RE.pattern}]
+    kebab = [re.sub("([A-Z])", r"-\1", k).lower() for k in props["retention"]["properties"]]
+    assert [f"--{k}" for k in kebab] == [flag for _, flag in m.RETENTION_FLAGS]
+    for k in ("commandTimeout", "idleTimeout"):
+        assert props["backup"]["properties"][k]["pattern"] == m.DURATION_RE.pattern
+    assert props["backup"]["properties"]["workDirSizeLimit"]["pattern"] == m.QUANTITY_RE.pattern
     assert props["monitor"]["properties"]["maxAge"]["pattern"] == m.DURATION_RE.pattern
     assert props["store"]["properties"]["type"]["enum"] == ["file", "s3"]
     assert props["backup"]["properties"]["verify"]["enum"] == list(m.VERIFY_MODES)
@@ -250,6 +264,75 @@ def test_chart_version_and_schema_follow_the_python_module() -> None:
     strict(schema, "$")
 
 
+# --- safety properties of every pod the chart renders -------------------------------------------------------
+
+def _pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for o in objs:
+        if o["kind"] == "CronJob":
+            out["CronJob"] = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif o["kind"] == "Deployment":
+            out["Deployment"] = o["spec"]["template"]["spec"]
+        elif o["kind"] == "Pod":
+            out["Pod"] = o["spec"]
+    return out
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_pods_mount_pki_files_alone_limit_scratch_and_guard_the_key(helm_env: dict[str, str], tmp_path: Path,
+                                                                    name: str) -> None:
+    pods = _pod_specs(template(helm_env, tmp_path, VALUE_SETS[name]))
+    assert "CronJob" in pods and "Pod" in pods
+    pki = "/etc/kubernetes/pki/etcd"
+    for kind, pod in pods.items():
+        host = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
+        mounts = {mt["name"]: mt for c in pod["containers"] for mt in c["volumeMounts"]}
+        # never the PKI directory (ca.key, server and peer keys): only the three client files, type File
+        assert sorted(h["path"] for h in host.values()) == (
+            [f"{pki}/ca.crt", f"{pki}/healthcheck-client.crt", f"{pki}/healthcheck-client.key"]
+            if kind == "CronJob" else []), kind
+        for vol, h in host.items():
+            assert h["type"] == "File" and mounts[vol] == {"name": vol, "mountPath": h["path"], "readOnly": True}
+        assert not [mt for mt in mounts.values() if mt["mountPath"].startswith("/etc/kubernetes/pki")
+                    and mt["name"] not in host]
+        # the /tmp scratch is size-limited
+        (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+        assert tmp["emptyDir"]["sizeLimit"] == (VALUE_SETS[name].get("backup", {}).get("workDirSizeLimit") or "3Gi")
+        # the key: owner-only for root, group-readable only through the pod's fsGroup
+        (key,) = [v for v in pod["volumes"] if v["name"] == "encryption-key"]
+        sc = pod["securityContext"]
+        expected = 0o400 if sc["runAsUser"] == 0 else 0o440
+        assert key["secret"]["defaultMode"] == expected and (expected == 0o400 or "fsGroup" in sc), kind
+    (backup,) = pods["CronJob"]["containers"]
+    assert {"ephemeral-storage"} <= set(backup["resources"]["requests"]) & set(backup["resources"]["limits"])
+    if "Deployment" in pods:
+        (exporter,) = pods["Deployment"]["containers"]
+        assert exporter["args"] == ["--key-file", "/etc/etcdbackup/key/key"]
+
+
+def test_retention_and_timeout_args(helm_env: dict[str, str], tmp_path: Path) -> None:
+    def args(values: dict[str, Any]) -> list[str]:
+        (cj,) = [o for o in template(helm_env, tmp_path, values) if o["kind"] == "CronJob"]
+        a = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        return a[a.index("--key-file") + 2:]
+
+    assert args({})[:6] == ["--keep-within", "24h", "--keep-daily", "7", "--verify", "status"]
+    assert args({})[-4:] == ["--command-timeout", "10m", "--idle-timeout", "30s"]
+    assert args(VALUE_SETS["pvc"])[:4] == ["--keep-last", "10", "--keep-monthly", "1000000"]
+    off = {"retention": {"keepWithin": None, "keepDaily": None}}
+    assert not [a for a in args(off) if a.startswith(("--keep", "--retain"))]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"etcd": {"pki": {"certFile": "client.pem", "keyFile": "client.pem"}}}, "three different files"),
+    ({"backup": {"commandTimeout": "15m"}}, "commandTimeout must be below"),
+])
+def test_chart_refuses_what_cannot_be_mounted_or_run(helm_env: dict[str, str], tmp_path: Path,
+                                                     values: dict[str, Any], message: str) -> None:
+    r = helm(helm_env, "template", "x", str(CHART), tmp=tmp_path, values=values, check=False)
+    assert r.returncode != 0 and message in r.stderr
+
+
 # --- Helm-only objects --------------------------------------------------------------------------------------
 
 def test_helm_test_pod_verifies_latest_with_the_key(helm_env: dict[str, str], tmp_path: Path) -> None:
@@ -267,7 +350,9 @@ def test_helm_test_pod_verifies_latest_with_the_key(helm_env: dict[str, str], tm
         else:
             assert store.startswith("file:///")
         sc = pod["spec"]["securityContext"]
-        assert sc["runAsNonRoot"] is True and sc["fsGroup"] == 65532  # reads the 0400 key through fsGroup
+        assert sc["runAsNonRoot"] is True and sc["fsGroup"] == 65532  # reads the 0440 key through fsGroup
+        (key,) = [v for v in pod["spec"]["volumes"] if v["name"] == "encryption-key"]
+        assert key["secret"]["defaultMode"] == 0o440
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert pod["spec"]["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
     assert not [o for o in template(helm_env, tmp_path, {"test": {"enabled": False}}) if o["kind"] == "Pod"]

@@ -236,6 +236,7 @@ def test_now_list_and_get_with_an_s3_store(env: dict[str, str], kube: FakeKubeSe
     import base64
 
     key.write_bytes(base64.b64decode(key.read_text()))
+    key.chmod(0o600)  # like ssh: a key file others can read is refused
     out = tmp_path / "snap.db"
     r = run_plugin(env, "snapshot", "get", "latest", "-n", ns, "-f", out, "--key-file", key)
     assert r.rc == 0, r

@@ -269,10 +269,10 @@ def test_runbook_file_store_external_apiservers_and_warnings() -> None:
 # ----------------------------------------------------------------------------------------------- options
 def test_manifest_options_from_file_and_flags(tmp_path: Path) -> None:
     f = tmp_path / "values.yaml"
-    f.write_text(yaml.safe_dump({"schedule": "0 * * * *", "retain_count": 5, "namespace": "ops"}))
+    f.write_text(yaml.safe_dump({"schedule": "0 * * * *", "keep_last": 5, "namespace": "ops"}))
     opts = manifest_options(str(f), schedule="*/5 * * * *", etcd_endpoints="https://a:2379, https://b:2379",
                             store=None)
-    assert (opts.schedule, opts.retain_count, opts.namespace) == ("*/5 * * * *", 5, "ops")
+    assert (opts.schedule, opts.keep_last, opts.namespace) == ("*/5 * * * *", 5, "ops")
     assert opts.etcd_endpoints == ["https://a:2379", "https://b:2379"] and opts.store == "file:///backups"
     f.write_text("bogus_option: 1\n")
     with pytest.raises(UsageError, match="unknown option"):

@@ -34,7 +34,9 @@ VARIANTS: dict[str, ManifestOptions] = {
         pushgateway_url="http://pushgateway.monitoring:9091", operator_role=True,
         operator_subjects=[{"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}],
         service_account_annotations={"example.com/owner": "sre"},
-        etcd_endpoints=["https://10.0.0.1:2379", "https://10.0.0.2:2379"], verify="restore"),
+        etcd_endpoints=["https://10.0.0.1:2379", "https://10.0.0.2:2379"], verify="restore", keep_last=10,
+        keep_within=None, keep_hourly=24, keep_daily=None, keep_weekly=4, keep_monthly=12, command_timeout="20m",
+        idle_timeout="1m", active_deadline_seconds=1800),
     "s3-irsa-no-exporter": ManifestOptions(store="s3://etcd-backups", exporter_enabled=False, create_namespace=False,
                                            service_account_annotations={
                                                "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/etcd"}),
@@ -57,6 +59,14 @@ def backup_pod(objs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def flag(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
+
+
+def pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """kind -> pod spec of every object that runs pods."""
+    out = {"CronJob": backup_pod(objs)}
+    for dep in by_kind(objs, "Deployment"):
+        out["Deployment"] = dep["spec"]["template"]["spec"]
+    return out
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -132,14 +142,14 @@ def test_backup_container_is_locked_down(variant: str) -> None:
     vols = {v["name"]: v for v in pod["volumes"]}
     assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in vols["tmp"]
     pki = opts.etcd_pki_dir
-    assert mounts["etcd-pki"] == {"name": "etcd-pki", "mountPath": pki, "readOnly": True}
-    assert vols["etcd-pki"]["hostPath"] == {"path": pki, "type": "Directory"}
     args = c["args"]
-    assert flag(args, "--cacert") == f"{pki}/ca.crt"
-    assert flag(args, "--cert") == f"{pki}/healthcheck-client.crt"
-    assert flag(args, "--key") == f"{pki}/healthcheck-client.key"
+    for volume, arg, file in (("etcd-ca", "--cacert", "ca.crt"), ("etcd-cert", "--cert", "healthcheck-client.crt"),
+                              ("etcd-key", "--key", "healthcheck-client.key")):
+        assert flag(args, arg) == f"{pki}/{file}"
+        assert mounts[volume] == {"name": volume, "mountPath": f"{pki}/{file}", "readOnly": True}
+        assert vols[volume]["hostPath"] == {"path": f"{pki}/{file}", "type": "File"}
     assert flag(args, "--endpoints") == ",".join(opts.etcd_endpoints)
-    assert flag(args, "--retain-count") == str(opts.retain_count) and flag(args, "--retain-age") == opts.retain_age
+    assert "--retain-count" not in args and "--retain-age" not in args
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -151,14 +161,69 @@ def test_encryption_key_only_as_a_mounted_file(variant: str) -> None:
     assert flag(c["args"], "--key-file") == "/etc/etcdbackup/key/key"
     assert "--key-env" not in c["args"] and "--no-encryption" not in c["args"]
     key_vol = next(v for v in pod["volumes"] if v["name"] == "encryption-key")
-    assert key_vol["secret"] == {"secretName": opts.key_secret, "defaultMode": 0o400,
+    # The agent refuses a key file others can read: 0400 for root; 0440 with an fsGroup for a non-root user.
+    mode = 0o440 if opts.run_as_non_root else 0o400
+    assert key_vol["secret"] == {"secretName": opts.key_secret, "defaultMode": mode,
                                  "items": [{"key": opts.key_secret_key, "path": "key"}]}
     assert {"name": "encryption-key", "mountPath": "/etc/etcdbackup/key", "readOnly": True} in c["volumeMounts"]
-    # The key Secret is referenced by that volume and nothing else (no env, no other pod).
+    # The key Secret is referenced by that volume and the exporter's, nothing else (no env, no other pod).
     text = json.dumps(objs)
-    assert text.count(f'"{opts.key_secret}"') == 1
+    assert text.count(f'"{opts.key_secret}"') == 1 + opts.exporter_enabled
     for env in c.get("env", []):
         assert env["name"].startswith("AWS_")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_key_volume_modes_fit_the_agents_permission_check(variant: str) -> None:
+    """Owner-only for a root pod; a group-readable file only in a pod whose fsGroup owns it."""
+    for kind, pod in pod_specs(render_manifests(VARIANTS[variant])).items():
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "encryption-key"]
+        mode, sc = vol["secret"]["defaultMode"], pod["securityContext"]
+        assert mode & 0o077 == 0 or (mode == 0o440 and "fsGroup" in sc), kind
+        assert (sc["runAsUser"] == 0) == (mode == 0o400), kind
+        assert "items" in vol["secret"] and all("mode" not in it for it in vol["secret"]["items"])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_no_pod_mounts_a_pki_directory(variant: str) -> None:
+    """Only the three etcd client files, each a read-only hostPath of type File: never ca.key or the
+    server/peer keys beside them."""
+    opts = VARIANTS[variant]
+    for kind, pod in pod_specs(render_manifests(opts)).items():
+        host = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
+        mounts = {mt["name"]: mt for c in pod["containers"] for mt in c["volumeMounts"]}
+        if kind != "CronJob":
+            assert not host, kind
+            continue
+        files = [f"{opts.etcd_pki_dir}/{f}" for f in ("ca.crt", "healthcheck-client.crt", "healthcheck-client.key")]
+        assert sorted(h["path"] for h in host.values()) == sorted(files)
+        for name, h in host.items():
+            assert h["type"] == "File" and mounts[name] == {"name": name, "mountPath": h["path"], "readOnly": True}
+        for mt in mounts.values():
+            assert not (mt["mountPath"] + "/").startswith("/etc/kubernetes/pki/") or mt["mountPath"] in files
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_scratch_dirs_are_size_limited(variant: str) -> None:
+    opts = VARIANTS[variant]
+    for kind, pod in pod_specs(render_manifests(opts)).items():
+        empty = [v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v]
+        assert empty == [{"sizeLimit": opts.work_dir_size_limit}], kind
+    assert ManifestOptions().work_dir_size_limit == "3Gi"  # verify=status needs about the db size (quota 2 GiB)
+    limits = ManifestOptions().resources
+    assert limits["requests"]["ephemeral-storage"] and limits["limits"]["ephemeral-storage"] == "4Gi"
+
+
+def test_retention_and_timeout_flags() -> None:
+    args = backup_pod(render_manifests())["containers"][0]["args"]
+    assert args[args.index("--key-file") + 2:args.index("--verify")] == ["--keep-within", "24h", "--keep-daily", "7"]
+    assert flag(args, "--command-timeout") == "10m" and flag(args, "--idle-timeout") == "30s"
+    args = backup_pod(render_manifests(VARIANTS["everything"]))["containers"][0]["args"]
+    assert args[args.index("--key-file") + 2:args.index("--verify")] == [
+        "--keep-last", "10", "--keep-hourly", "24", "--keep-weekly", "4", "--keep-monthly", "12"]
+    assert flag(args, "--command-timeout") == "20m" and flag(args, "--idle-timeout") == "1m"
+    none = ManifestOptions(keep_within=None, keep_daily=None)  # every rule off: the agent deletes nothing
+    assert not [a for a in backup_pod(render_manifests(none))["containers"][0]["args"] if a.startswith("--keep")]
 
 
 def test_pvc_mode() -> None:
@@ -217,13 +282,18 @@ def test_exporter_reads_the_store_as_non_root(variant: str) -> None:
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     pod = tmpl["spec"]
     (c,) = pod["containers"]
-    assert c["command"] == ["kubectl-etcdbackup", "agent", "exporter"] and "args" not in c
+    assert c["command"] == ["kubectl-etcdbackup", "agent", "exporter"] and c["args"] == ["--key-file", m.KEY_FILE]
     assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
     assert c["ports"] == [{"name": "metrics", "containerPort": 9101, "protocol": "TCP"}]
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 65532
+    sc = pod["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532 and sc["fsGroup"] == 65532
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
-    assert "hostNetwork" not in pod and "encryption-key" not in json.dumps(pod)
+    assert "hostNetwork" not in pod
+    # the key authenticates the manifests: 0440, readable through the fsGroup (owner root)
+    assert pod["volumes"][0] == {"name": "encryption-key", "secret": {
+        "secretName": opts.key_secret, "defaultMode": 0o440, "items": [{"key": "key", "path": "key"}]}}
+    assert {"name": "encryption-key", "mountPath": "/etc/etcdbackup/key", "readOnly": True} in c["volumeMounts"]
     if variant == "pvc":
         assert {"name": "backups", "mountPath": "/backups", "readOnly": True} in c["volumeMounts"]
         assert pod["volumes"][-1]["persistentVolumeClaim"]["readOnly"] is True
@@ -258,9 +328,14 @@ def test_agent_needs_no_rbac_and_operator_role_is_optional() -> None:
     ({"store": "file:///tmp/backups"}, "store"),
     ({"store": "s3://"}, "store"),
     ({"store": "s3://Bad_Bucket/x"}, "store"),
-    ({"retain_age": "1h30m"}, "duration"),
+    ({"keep_within": "a day"}, "duration"),
     ({"max_age": "soon"}, "duration"),
-    ({"retain_count": 0}, "retain_count"),
+    ({"keep_last": 0}, "keep_last"),
+    ({"keep_monthly": -1}, "keep_monthly"),
+    ({"idle_timeout": "never"}, "duration"),
+    ({"command_timeout": "15m"}, "command_timeout"),
+    ({"etcd_cert_file": "client.pem", "etcd_key_file": "client.pem"}, "three different files"),
+    ({"work_dir_size_limit": "lots"}, "work_dir_size_limit"),
     ({"verify": "maybe"}, "verify"),
     ({"time_zone": "UTC +1"}, "time_zone"),
     ({"concurrency_policy": "Sometimes"}, "concurrency_policy"),
@@ -341,8 +416,10 @@ def test_exporter_config_is_read_by_the_agent_cli(monkeypatch: pytest.MonkeyPatc
     objs = render_manifests(VARIANTS["s3"])
     for k, v in one(objs, "ConfigMap")["data"].items():
         monkeypatch.setenv(k, v)
-    cmd = _cli_command("agent", "exporter")
-    ctx = cmd.make_context("exporter", [])
+    c = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    cmd = _cli_command(*c["command"][1:])
+    ctx = cmd.make_context("exporter", list(c["args"]))
+    assert ctx.params["key_file"] == m.KEY_FILE
     assert ctx.params["store"] == "s3://etcd-backups/cluster-1"
     assert ctx.params["listen"] == "0.0.0.0:9101" and ctx.params["max_age"] == "1h"
     assert ctx.params["s3_endpoint_url"] == "https://minio.example:9000" and ctx.params["s3_region"] == "eu-west-1"

@@ -21,6 +21,9 @@ def member(**kw: object) -> MemberSpec:
 def test_plan_for_fresh_dir() -> None:
     p = plan_restore("etcd-x", "s3://b/p", member(), data_dir_exists=False, move_aside=False, now=NOW)
     assert p.staging_dir == "/var/lib/etcd.restoring-20261127T080000Z"
+    # everything a killed restore leaves is inside the one staging dir
+    assert p.snapshot_file == "/var/lib/etcd.restoring-20261127T080000Z/etcd-x.db"
+    assert p.restored_dir == "/var/lib/etcd.restoring-20261127T080000Z/data"
     assert p.aside_dir is None
     assert p.token == "restore-etcd-x"
     restore_step = next(s for s in p.steps if s.startswith("snapshot restore"))

@@ -139,22 +139,39 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/* The /tmp scratch emptyDir, always size-limited. */}}
 {{- define "etcd-backup.tmpVolume" -}}
 - name: tmp
-  {{- with .Values.backup.workDirSizeLimit }}
   emptyDir:
-    sizeLimit: {{ . | quote }}
-  {{- else }}
-  emptyDir: {}
-  {{- end }}
+    sizeLimit: {{ .Values.backup.workDirSizeLimit | quote }}
 {{- end -}}
 
+{{/*
+The key Secret as /etc/etcdbackup/key/key; call with (dict "ctx" $ "fsGroup" bool). The agent refuses a key
+file others can read: 0400 for a root pod; 0440 (owner root, group = the pod's fsGroup) for a non-root pod.
+*/}}
 {{- define "etcd-backup.keyVolume" -}}
 - name: encryption-key
   secret:
-    secretName: {{ .Values.encryption.existingSecret | quote }}
-    defaultMode: 0400
+    secretName: {{ .ctx.Values.encryption.existingSecret | quote }}
+    defaultMode: {{ if .fsGroup }}0440{{ else }}0400{{ end }}
     items:
-      - key: {{ .Values.encryption.key | quote }}
+      - key: {{ .ctx.Values.encryption.key | quote }}
         path: key
+{{- end -}}
+
+{{- define "etcd-backup.keyMount" -}}
+- name: encryption-key
+  mountPath: /etc/etcdbackup/key
+  readOnly: true
+{{- end -}}
+
+{{/* The agent's --keep-* flags for the retention rules that are set (null or empty: off). */}}
+{{- define "etcd-backup.retentionArgs" -}}
+{{- range $name := list "keepLast" "keepWithin" "keepHourly" "keepDaily" "keepWeekly" "keepMonthly" }}
+{{- with index $.Values.retention $name }}
+- --{{ kebabcase $name }}
+- {{ if kindIs "string" . }}{{ . | quote }}{{ else }}{{ int . | quote }}{{ end }}
+{{- end }}
+{{- end }}
 {{- end -}}

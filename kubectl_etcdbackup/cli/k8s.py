@@ -35,8 +35,10 @@ from ..restore_plan import DEFAULT_BUMP_REVISION
 from . import snapshots
 from .common import (
     DEFAULT_NAMESPACE,
+    AllowPlaintextOpt,
     ContextOpt,
     CronJobOpt,
+    InsecureKeyFileOpt,
     KeyEnvOpt,
     KeyFileOpt,
     KubeconfigOpt,
@@ -120,8 +122,17 @@ S3SecretOpt = Annotated[str | None, typer.Option("--s3-secret", help="existing S
                                                  "AWS_SECRET_ACCESS_KEY")]
 KeySecretOpt = Annotated[str | None, typer.Option("--key-secret", help="Secret holding the encryption key "
                                                   "[default: etcd-backup-key]")]
-RetainCountOpt = Annotated[int | None, typer.Option("--retain-count", help="keep at least N [default: 96]")]
-RetainAgeOpt = Annotated[str | None, typer.Option("--retain-age", help="keep everything younger [default: 7d]")]
+KeepLastOpt = Annotated[int | None, typer.Option("--keep-last", min=1, help="keep the newest N")]
+KeepWithinOpt = Annotated[str | None, typer.Option("--keep-within", help="keep everything younger than this "
+                                                   "[default: 24h]")]
+KeepHourlyOpt = Annotated[int | None, typer.Option("--keep-hourly", min=1, help="keep the newest of each of the "
+                                                   "last N hours")]
+KeepDailyOpt = Annotated[int | None, typer.Option("--keep-daily", min=1, help="keep the newest of each of the last "
+                                                  "N days [default: 7]")]
+KeepWeeklyOpt = Annotated[int | None, typer.Option("--keep-weekly", min=1, help="keep the newest of each of the "
+                                                   "last N weeks")]
+KeepMonthlyOpt = Annotated[int | None, typer.Option("--keep-monthly", min=1, help="keep the newest of each of the "
+                                                    "last N months")]
 MaxAgeOpt = Annotated[str | None, typer.Option("--max-age", help="alert when the newest backup is older "
                                                "[default: 1h]")]
 VerifyOpt = Annotated[str | None, typer.Option("--verify", help="hash | status | restore [default: status]")]
@@ -138,8 +149,10 @@ def manifests_cmd(values: ValuesOpt = None, namespace: MNamespaceOpt = None, nam
                   etcd_endpoints: EndpointsOpt = None, etcd_pki_dir: PkiOpt = None,
                   s3_endpoint_url: Annotated[str | None, typer.Option("--s3-endpoint-url")] = None,
                   s3_region: Annotated[str | None, typer.Option("--s3-region")] = None,
-                  s3_secret: S3SecretOpt = None, key_secret: KeySecretOpt = None, retain_count: RetainCountOpt = None,
-                  retain_age: RetainAgeOpt = None, max_age: MaxAgeOpt = None, verify: VerifyOpt = None,
+                  s3_secret: S3SecretOpt = None, key_secret: KeySecretOpt = None, keep_last: KeepLastOpt = None,
+                  keep_within: KeepWithinOpt = None, keep_hourly: KeepHourlyOpt = None,
+                  keep_daily: KeepDailyOpt = None, keep_weekly: KeepWeeklyOpt = None,
+                  keep_monthly: KeepMonthlyOpt = None, max_age: MaxAgeOpt = None, verify: VerifyOpt = None,
                   pvc_size: PvcSizeOpt = None, storage_class: StorageClassOpt = None, exporter: ExporterOpt = None,
                   create_namespace: CreateNsOpt = None, operator_role: OperatorRoleOpt = None) -> None:
     """Print the objects that run scheduled backups in a cluster, as YAML (for kubectl apply / GitOps)."""
@@ -160,8 +173,10 @@ def install_cmd(values: ValuesOpt = None, namespace: MNamespaceOpt = None, name:
                 etcd_endpoints: EndpointsOpt = None, etcd_pki_dir: PkiOpt = None,
                 s3_endpoint_url: Annotated[str | None, typer.Option("--s3-endpoint-url")] = None,
                 s3_region: Annotated[str | None, typer.Option("--s3-region")] = None,
-                s3_secret: S3SecretOpt = None, key_secret: KeySecretOpt = None, retain_count: RetainCountOpt = None,
-                retain_age: RetainAgeOpt = None, max_age: MaxAgeOpt = None, verify: VerifyOpt = None,
+                s3_secret: S3SecretOpt = None, key_secret: KeySecretOpt = None, keep_last: KeepLastOpt = None,
+                keep_within: KeepWithinOpt = None, keep_hourly: KeepHourlyOpt = None,
+                keep_daily: KeepDailyOpt = None, keep_weekly: KeepWeeklyOpt = None,
+                keep_monthly: KeepMonthlyOpt = None, max_age: MaxAgeOpt = None, verify: VerifyOpt = None,
                 pvc_size: PvcSizeOpt = None, storage_class: StorageClassOpt = None, exporter: ExporterOpt = None,
                 create_namespace: CreateNsOpt = None, operator_role: OperatorRoleOpt = None,
                 generate_key: Annotated[bool, typer.Option(
@@ -277,10 +292,14 @@ def _now_cell(key: str, value: Any) -> str:
 # ---------------------------------------------------------------------------------------- list, snapshot get
 def list_cmd(store: OptionalStoreOpt = None, output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
              s3_region: S3RegionOpt = None, namespace: NamespaceOpt = DEFAULT_NAMESPACE, cronjob: CronJobOpt = None,
-             kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
-    """List the snapshots, newest first: of --store, else of the store the cluster's backup CronJob uses."""
+             kubeconfig: KubeconfigOpt = None, context: ContextOpt = None, key_file: KeyFileOpt = None,
+             key_env: KeyEnvOpt = None, allow_plaintext: AllowPlaintextOpt = False,
+             allow_insecure_key_file: InsecureKeyFileOpt = False) -> None:
+    """List the snapshots, newest first: of --store, else of the store the cluster's backup CronJob uses. With
+    the key, each manifest is authenticated; without it, none can be."""
     if store:
-        snapshots.list_store(store, output, s3_endpoint_url, s3_region)
+        snapshots.list_store(store, output, s3_endpoint_url, s3_region,
+                             get_key(key_file, key_env, allow_insecure_key_file), allow_plaintext)
         return
     from ..k8s.cluster_store import cluster_store, read_snapshots
 
@@ -301,7 +320,8 @@ def get_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest
             store: OptionalStoreOpt = None, key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
             s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None, progress: ProgressOpt = None,
             namespace: NamespaceOpt = DEFAULT_NAMESPACE, cronjob: CronJobOpt = None,
-            kubeconfig: KubeconfigOpt = None, context: ContextOpt = None) -> None:
+            kubeconfig: KubeconfigOpt = None, context: ContextOpt = None, allow_plaintext: AllowPlaintextOpt = False,
+            allow_insecure_key_file: InsecureKeyFileOpt = False) -> None:
     """Download a verified, decrypted etcd snapshot .db (default store: the cluster's, if it is S3)."""
     if store:
         st = get_store(store, s3_endpoint_url, s3_region)
@@ -317,12 +337,16 @@ def get_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest
             st = open_s3(kube, cfg)
         finally:
             kube.close()
-    snapshots.download(st, snapshot, get_key(key_file, key_env), file, progress)
+    snapshots.download(st, snapshot, get_key(key_file, key_env, allow_insecure_key_file), file, progress,
+                       allow_plaintext)
 
 
-def catalog_cmd(store: StoreOpt, s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None) -> None:
+def catalog_cmd(store: StoreOpt, s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None,
+                key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
+                allow_insecure_key_file: InsecureKeyFileOpt = False) -> None:
     """Print the store's snapshots and the agent's run record as one JSON line (`status` reads it in-cluster)."""
-    print(catalog_of(get_store(store, s3_endpoint_url, s3_region)).to_json())
+    print(catalog_of(get_store(store, s3_endpoint_url, s3_region),
+                     get_key(key_file, key_env, allow_insecure_key_file)).to_json())
 
 
 # ---------------------------------------------------------------------------------------- status
@@ -458,7 +482,8 @@ def restore_cmd(
     key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
     etcdutl: Annotated[str | None, typer.Option(help="path to etcdutl (or etcdctl for etcd 3.4)")] = None,
     output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None, s3_region: S3RegionOpt = None,
-    progress: ProgressOpt = None,
+    progress: ProgressOpt = None, allow_plaintext: AllowPlaintextOpt = False,
+    allow_insecure_key_file: InsecureKeyFileOpt = False,
     plan: Annotated[bool, typer.Option("--plan", help="print the runbook for restoring every member of the "
                                        "cluster's etcd (read from the etcd pods); changes nothing",
                                        rich_help_panel="Kubernetes")] = False,
@@ -492,7 +517,8 @@ def restore_cmd(
         initial_advertise_peer_urls=initial_advertise_peer_urls, initial_cluster_token=initial_cluster_token,
         bump_revision=bump_revision, mark_compacted=mark_compacted, move_aside=move_aside, wal_dir=wal_dir,
         dry_run=dry_run, key_file=key_file, key_env=key_env, etcdutl=etcdutl, output=output,
-        s3_endpoint_url=s3_endpoint_url, s3_region=s3_region, progress=progress)
+        s3_endpoint_url=s3_endpoint_url, s3_region=s3_region, progress=progress, allow_plaintext=allow_plaintext,
+        allow_insecure_key_file=allow_insecure_key_file)
 
 
 def _restore_plan(ref: str, store: str | None, s3_endpoint_url: str | None, s3_region: str | None,

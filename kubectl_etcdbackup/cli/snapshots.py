@@ -8,36 +8,46 @@ from typing import Annotated, Any
 
 import typer
 
-from ..catalog import delete_snapshot, list_snapshots, resolve, warn_problems
+from ..catalog import list_snapshots, resolve, warn_problems
 from ..durations import format_duration
 from ..errors import UsageError
 from ..etcd.tools import EtcdTool
 from ..fetch import fetch_to_file
-from ..keys import generate_key
-from ..manifest import OBJECT_SUFFIX, SnapshotManifest, id_time
+from ..keys import Keyring, generate_key, rotate_key_file
+from ..manifest import LEGACY_UNAUTHENTICATED, SnapshotManifest
 from ..output import human_bytes, render
 from ..restore import data_dir_exists, execute_restore
 from ..restore_plan import DEFAULT_BUMP_REVISION, MemberSpec, plan_restore
-from ..retention import RetentionPolicy, decide, stale_orphans
 from ..stores import Store
+from ..usecases.prune import PruneOptions, run_prune
 from ..verify import verify_snapshot
 from .common import (
+    AllowPlaintextOpt,
+    InsecureKeyFileOpt,
+    KeepDailyOpt,
+    KeepHourlyOpt,
+    KeepLastOpt,
+    KeepMonthlyOpt,
+    KeepWeeklyOpt,
+    KeepWithinOpt,
     KeyEnvOpt,
     KeyFileOpt,
     OutputOpt,
     ProgressOpt,
+    RetainAgeOpt,
+    RetainCountOpt,
     S3EndpointOpt,
     S3RegionOpt,
     StoreOpt,
     check_output,
     get_key,
     get_store,
-    seconds,
+    retention_policy,
 )
 
 LIST_COLUMNS = [("id", "ID"), ("created", "CREATED"), ("age", "AGE"), ("revision", "REVISION"),
                 ("keys", "KEYS"), ("raw_size", "SIZE"), ("stored_size", "STORED"), ("etcd", "ETCD"),
-                ("cipher", "CIPHER"), ("verified", "VERIFIED")]
+                ("cipher", "CIPHER"), ("verified", "VERIFIED"), ("trust", "TRUST")]
 
 
 def snapshot_rows(snapshots: list[SnapshotManifest], now: datetime) -> list[dict[str, Any]]:
@@ -67,69 +77,67 @@ def print_snapshots(snapshots: list[SnapshotManifest], fmt: str) -> None:
 
 
 def list_store(store: str, output: str = "table", s3_endpoint_url: str | None = None,
-               s3_region: str | None = None) -> None:
-    """`list --store`: the snapshots in a store, newest first."""
+               s3_region: str | None = None, keyring: Keyring | None = None, allow_plaintext: bool = False) -> None:
+    """`list --store`: the snapshots in a store, newest first, each judged against the keyring."""
     check_output(output)
-    listing = list_snapshots(get_store(store, s3_endpoint_url, s3_region))
+    listing = list_snapshots(get_store(store, s3_endpoint_url, s3_region), keyring,
+                             allow_plaintext=allow_plaintext)
     warn_problems(listing)
     print_snapshots(listing.snapshots, output)
+
+
+def warn_legacy(m: SnapshotManifest) -> None:
+    """An explicitly named version 1 snapshot is still readable; say that nothing proves who made its manifest."""
+    if m.untrusted_reason == LEGACY_UNAUTHENTICATED:
+        print(f"warning: {m.id}: {LEGACY_UNAUTHENTICATED}; its object is still authenticated frame by frame",
+              file=sys.stderr)
 
 
 def verify_cmd(snapshot: Annotated[str, typer.Argument(help="snapshot id or 'latest'")], store: StoreOpt,
                key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
                test_restore: Annotated[bool, typer.Option(help="also restore into a scratch dir")] = False,
                output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
-               s3_region: S3RegionOpt = None, progress: ProgressOpt = None) -> None:
-    """Re-read a snapshot: check hashes, decrypt, decompress, run `snapshot status`."""
+               s3_region: S3RegionOpt = None, progress: ProgressOpt = None,
+               allow_plaintext: AllowPlaintextOpt = False, allow_insecure_key_file: InsecureKeyFileOpt = False,
+               ) -> None:
+    """Re-read a snapshot: authenticate, check hashes, decrypt, decompress, run `snapshot status`."""
     check_output(output)
     st = get_store(store, s3_endpoint_url, s3_region)
-    m = resolve(st, snapshot)
-    result = verify_snapshot(st, m, get_key(key_file, key_env), test_restore=test_restore, progress=progress)
+    keyring = get_key(key_file, key_env, allow_insecure_key_file)
+    m = resolve(st, snapshot, keyring, allow_plaintext=allow_plaintext)
+    warn_legacy(m)
+    result = verify_snapshot(st, m, keyring, test_restore=test_restore, progress=progress,
+                             allow_plaintext=allow_plaintext)
     row = result.as_dict() | {"status": "ok"}
     print(render([row], output, [("id", "ID"), ("status", "STATUS"), ("level", "LEVEL"),
                                  ("revision", "REVISION"), ("total_keys", "DB KEYS"), ("tool", "TOOL")]))
 
 
-def prune_cmd(store: StoreOpt,
-              retain_count: Annotated[int | None, typer.Option(envvar="ETCDBACKUP_RETAIN_COUNT",
-                                                               help="keep at least the newest N")] = None,
-              retain_age: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_RETAIN_AGE",
-                                                             help="keep everything younger, e.g. 7d")] = None,
-              dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would go")] = False,
+def prune_cmd(store: StoreOpt, keep_last: KeepLastOpt = None, keep_within: KeepWithinOpt = None,
+              keep_hourly: KeepHourlyOpt = None, keep_daily: KeepDailyOpt = None, keep_weekly: KeepWeeklyOpt = None,
+              keep_monthly: KeepMonthlyOpt = None, retain_count: RetainCountOpt = None,
+              retain_age: RetainAgeOpt = None,
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="only show what would go, and why")] = False,
+              key_file: KeyFileOpt = None, key_env: KeyEnvOpt = None,
+              allow_insecure_key_file: InsecureKeyFileOpt = False, allow_plaintext: AllowPlaintextOpt = False,
               output: OutputOpt = "table", s3_endpoint_url: S3EndpointOpt = None,
               s3_region: S3RegionOpt = None) -> None:
-    """Delete snapshots beyond both the retain count and the retain age; never the newest verified one."""
+    """Delete the snapshots no --keep-* rule keeps (never the newest verified one, never one that cannot be
+    authenticated), objects without a manifest over a day old, and what killed runs left behind."""
     check_output(output)
-    if retain_count is None and retain_age is None:
-        raise UsageError("give --retain-count and/or --retain-age")
-    st = get_store(store, s3_endpoint_url, s3_region)
-    rows = prune(st, retain_count, seconds(retain_age, "--retain-age"), dry_run)
-    print(render(rows, output, [("id", "ID"), ("action", "ACTION"), ("reason", "REASON")]))
-
-
-def prune(st: Store, retain_count: int | None, retain_age_s: float | None, dry_run: bool) -> list[dict[str, Any]]:
-    try:
-        policy = RetentionPolicy(retain_count, retain_age_s)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    listing = list_snapshots(st)
-    warn_problems(listing)
-    now = datetime.now(UTC)
-    decision = decide(listing.snapshots, policy, now)
-    doomed_ids = {m.id for m in decision.delete}
-    rows = []
-    for m in listing.snapshots:
-        doomed = m.id in doomed_ids
-        if doomed and not dry_run:
-            delete_snapshot(st, m)
-        action = ("would delete" if dry_run else "deleted") if doomed else "keep"
-        rows.append({"id": m.id, "action": action, "reason": decision.reasons[m.id]})
-    for name in stale_orphans(listing.orphans, lambda n: id_time(n.removesuffix(OBJECT_SUFFIX)), now):
-        if not dry_run:
-            st.delete(name)
-        rows.append({"id": name, "action": "would delete" if dry_run else "deleted",
-                     "reason": "object without a manifest, over a day old (a failed backup, never a snapshot)"})
-    return rows
+    policy = retention_policy(keep_last, keep_within, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+                              retain_count, retain_age)
+    if policy.empty:
+        raise UsageError("give at least one of --keep-last, --keep-within, --keep-hourly, --keep-daily, "
+                         "--keep-weekly, --keep-monthly")
+    report = run_prune(PruneOptions(get_store(store, s3_endpoint_url, s3_region),
+                                    get_key(key_file, key_env, allow_insecure_key_file), policy, dry_run=dry_run,
+                                    allow_plaintext=allow_plaintext))
+    for problem in report.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    rows = [{"id": r.id, "kind": r.kind, "action": r.action, "reasons": r.reasons} for r in report.rows]
+    print(render(rows, output, [("id", "ID"), ("kind", "KIND"), ("action", "ACTION"), ("reasons", "REASONS")],
+                 lambda k, v: ", ".join(v) if k == "reasons" else str(v)))
 
 
 def restore_member(
@@ -138,12 +146,14 @@ def restore_member(
     mark_compacted: bool | None = None, move_aside: bool = False, wal_dir: str | None = None,
     dry_run: bool = False, key_file: str | None = None, key_env: str | None = None, etcdutl: str | None = None,
     output: str = "table", s3_endpoint_url: str | None = None, s3_region: str | None = None,
-    progress: bool | None = None,
+    progress: bool | None = None, allow_plaintext: bool = False, allow_insecure_key_file: bool = False,
 ) -> None:
     """Restore one member's data dir from a snapshot (the `restore` command's work without --plan)."""
     check_output(output)
     st = get_store(store, s3_endpoint_url, s3_region)
-    m = resolve(st, snapshot)
+    keyring = get_key(key_file, key_env, allow_insecure_key_file)
+    m = resolve(st, snapshot, keyring, allow_plaintext=allow_plaintext)
+    warn_legacy(m)
     member = MemberSpec(name, data_dir, initial_cluster, initial_advertise_peer_urls, initial_cluster_token,
                         bump_revision, bump_revision > 0 if mark_compacted is None else mark_compacted, wal_dir)
     plan = plan_restore(m.id, st.url, member, data_dir_exists=data_dir_exists(data_dir), move_aside=move_aside)
@@ -155,9 +165,8 @@ def restore_member(
             plan.warnings.append(str(e))
         _print_plan(plan.as_dict(), output)
         return
-    key = get_key(key_file, key_env)
-    execute_restore(plan, st, m, key, tool, progress)
-    for w in plan.warnings:
+    report = execute_restore(plan, st, m, keyring, tool, progress, allow_plaintext=allow_plaintext)
+    for w in [*report.notes, *plan.warnings]:
         print(f"warning: {w}", file=sys.stderr)
     result = {"restored": m.id, "revision": m.etcd_revision, "member": name, "data_dir": plan.final_dir,
               "moved_aside_to": plan.aside_dir, "token": plan.token}
@@ -175,16 +184,30 @@ def _print_plan(plan: dict[str, Any], output: str) -> None:
         print(f"warning: {w}")
 
 
-def download(st: Store, ref: str, key: bytes | None, file: str, progress: bool | None) -> None:
-    """`snapshot get`: write a verified, decrypted etcd snapshot file (as `etcdctl snapshot save` would)."""
-    m = resolve(st, ref)
-    fetch_to_file(st, m, key, file, progress)
+def download(st: Store, ref: str, keyring: Keyring | None, file: str, progress: bool | None,
+             allow_plaintext: bool = False) -> None:
+    """`snapshot get`: write a verified, decrypted etcd snapshot file (as `etcdctl snapshot save` would), 0600."""
+    m = resolve(st, ref, keyring, allow_plaintext=allow_plaintext)
+    warn_legacy(m)
+    fetch_to_file(st, m, keyring, file, progress, allow_plaintext=allow_plaintext)
     print(f"{m.id} -> {file} ({human_bytes(m.raw_size)}, revision {m.etcd_revision}, sha256 {m.raw_sha256})")
 
 
-def keygen_cmd() -> None:
-    """Print a new random encryption key (base64) for the key Secret."""
-    print(generate_key())
+def keygen_cmd(
+    rotate: Annotated[str | None, typer.Option(
+        "--rotate", metavar="KEY_FILE", help="put a new key first in this key file (mode 0600), keeping the older "
+        "ones to open the snapshots they sealed; then update the Secret from the file")] = None,
+    keep: Annotated[int | None, typer.Option(min=1, help="with --rotate: keep only the newest N old keys")] = None,
+) -> None:
+    """Print a new random encryption key (base64) for the key Secret, or rotate a key file."""
+    if rotate is None:
+        if keep is not None:
+            raise UsageError("--keep needs --rotate")
+        print(generate_key())
+        return
+    new_id, old_ids = rotate_key_file(rotate, keep)
+    print(f"{rotate}: new key {new_id} seals from now on; older keys kept to open old snapshots: "
+          f"{', '.join(old_ids) or 'none'}", file=sys.stderr)
 
 
 def quickstart_cmd(
@@ -195,16 +218,15 @@ def quickstart_cmd(
     from pathlib import Path
 
     from ..backup import BackupOptions, take_backup
-    from ..keys import load_key
+    from ..keys import load_keyring
     from ..quickstart import demo_cluster, ensure_demo_key
 
     directory = Path(store_dir).resolve()
     key_file = ensure_demo_key(directory)
     st = get_store(f"file://{directory}", create=True)
     with demo_cluster(keys) as url:
-        m = take_backup(BackupOptions([url], st, load_key(str(key_file), None), verify="restore"))
+        m = take_backup(BackupOptions([url], st, load_keyring(str(key_file), None), verify="restore"))
     print(f"backed up local etcd {url}: snapshot {m.id}, revision {m.etcd_revision}, {m.key_count} keys, "
           f"{human_bytes(m.raw_size)} -> {human_bytes(m.stored_size)} (zstd + AES-256-GCM, key {key_file}), "
           f"verified by a test restore")
-    listing = list_snapshots(st)
-    print_snapshots(listing.snapshots, "table")
+    print_snapshots(list_snapshots(st, load_keyring(str(key_file), None)).snapshots, "table")

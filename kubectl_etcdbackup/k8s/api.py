@@ -1,5 +1,6 @@
-"""Kubernetes API access for the plugin: one client from --kubeconfig/--context, small focused calls that take
-and return plain dicts, and every API failure mapped to a one-line error (unreachable, 401, 403, 404...)."""
+"""Kubernetes API access for the plugin: one client from --kubeconfig/--context (kubeconfig files resolved
+exactly as kubectl resolves them), small focused calls that take and return plain dicts, and every API failure
+mapped in one place to a typed one-line error (`.status`, `.reason`: unreachable, 401, 403, 404...)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -24,35 +26,76 @@ TIMEOUT = (10.0, 60.0)  # (connect, read) seconds for every ordinary request
 
 
 class KubeError(EtcdBackupError):
-    """The Kubernetes API failed or refused a request."""
+    """The Kubernetes API failed or refused a request, or no client could be set up.
+
+    `status` is the HTTP status of the API's answer, None when there was none (unreachable, bad kubeconfig...).
+    `reason` is machine-readable: the Kubernetes Status reason when the API gave one (NotFound, Forbidden,
+    Unauthorized, AlreadyExists, Conflict, Invalid...), else the class's (Unreachable, BadKubeconfig...).
+    Callers branch on the class, `.status` or `.reason`; the message is for people only."""
+
+    status: int | None = None
+    reason: str = "Unknown"
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if reason is not None:
+            self.reason = reason
 
 
 class KubeConfigError(KubeError):
     """No usable kubeconfig / context."""
 
+    reason = "BadKubeconfig"
+
 
 class ClusterUnreachable(KubeError):
     """No API server answered."""
 
+    reason = "Unreachable"
+
+
+class Unauthorized(KubeError):
+    """The API server rejected the credentials (HTTP 401)."""
+
+    status, reason = 401, "Unauthorized"
+
 
 class Forbidden(KubeError):
-    """RBAC said no."""
+    """RBAC said no (HTTP 403)."""
+
+    status, reason = 403, "Forbidden"
 
 
 class NotFound(KubeError):
-    """The object does not exist."""
+    """The object does not exist (HTTP 404)."""
+
+    status, reason = 404, "NotFound"
 
 
 class AlreadyExists(KubeError):
-    """An object with that name exists already (HTTP 409)."""
+    """An object with that name exists already (HTTP 409, reason AlreadyExists)."""
+
+    status, reason = 409, "AlreadyExists"
 
 
 class NotInstalled(KubeError):
     """The backup CronJob is not in the namespace."""
 
+    reason = "NotInstalled"
+
 
 class NoEtcdPods(KubeError):
     """No etcd pods match the selector."""
+
+    reason = "NoEtcdPods"
+
+
+# Status reasons for answers without a Status body (k8s.io/apimachinery/pkg/api/errors).
+_HTTP_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+                 409: "Conflict", 410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+                 503: "ServiceUnavailable", 504: "Timeout"}
 
 
 @dataclass(frozen=True)
@@ -62,16 +105,26 @@ class ExecResult:
     stderr: str
 
 
-def _status_message(e: ApiException) -> str:
+def _http_status(e: ApiException) -> int | None:
+    """The HTTP status of a failed call, None when no answer came."""
+    if e.status:
+        return int(e.status)
+    m = re.search(r"Handshake status (\d+)", str(e.reason))  # websocket (exec) failures: the status is in the text
+    return int(m.group(1)) if m else None
+
+
+def _status_body(e: ApiException) -> tuple[str, str]:
+    """(message, reason) of the API's answer: from its Status body when it has one, else ("first line", "")."""
     body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else (e.body or "")
     reason = str(e.reason or "")
     if not body and "-+-+-" in reason:  # a websocket handshake error: "status -+-+- headers -+-+- body"
         body = reason.rsplit("-+-+-", 1)[1].strip()
         body = body[2:-1] if body.startswith(("b'", 'b"')) else body
     try:
-        return str(json.loads(body).get("message") or e.reason or "")
+        doc = json.loads(body)
+        return str(doc.get("message") or e.reason or ""), str(doc.get("reason") or "")
     except (ValueError, AttributeError):
-        return (body.strip().splitlines() or [str(e.reason or "")])[0][:300]
+        return (body.strip().splitlines() or [reason])[0][:300], ""
 
 
 def _unreachable_reason(e: BaseException) -> str:
@@ -90,13 +143,16 @@ class Kube:
     Requests go through the client's ApiClient (auth, TLS, REST) with plain paths; the typed API classes are
     not used because building them costs over a second of CPU on every command (kubernetes 37's models)."""
 
-    def __init__(self, api: client.ApiClient, context_namespace: str | None = None) -> None:
+    def __init__(self, api: client.ApiClient, context_namespace: str | None = None,
+                 context_name: str | None = None) -> None:
         self.api = api
         self.context_namespace = context_namespace
+        self.context_name = context_name  # the kubeconfig context in use; None in a pod (service account)
         self._resources: dict[str, dict[str, tuple[str, bool]]] = {}
 
     @property
     def host(self) -> str:
+        """The API server URL."""
         return str(self.api.configuration.host)
 
     def close(self) -> None:
@@ -106,32 +162,37 @@ class Kube:
     @contextmanager
     def calling(self, verb: str, resource: str, namespace: str | None = None,
                 name: str | None = None) -> Iterator[None]:
-        """Turn client failures of one call into one-line KubeErrors that say what was attempted."""
-        where = f" in namespace {namespace}" if namespace else ""
-        what = f"{resource}/{name}" if name else resource
+        """The one place where client failures become typed KubeErrors: a failure of the call inside becomes
+        a KubeError subclass with `.status`/`.reason` and a one-line message saying what was attempted."""
         try:
             yield
         except ApiException as e:
-            status = e.status or 0
-            if not status and (m := re.search(r"Handshake status (\d+)", str(e.reason))):
-                status = int(m.group(1))  # websocket (exec) failures carry the HTTP status in the text
-            elif not status:
-                raise ClusterUnreachable(f"cannot reach the Kubernetes API at {self.host}: "
-                                         f"{_unreachable_reason(e)}") from None
-            msg = _status_message(e)
-            if status == 401:
-                raise KubeError(f"the Kubernetes API at {self.host} rejected the credentials (401 Unauthorized); "
-                                "check your kubeconfig") from None
-            if status == 403:
-                raise Forbidden(f"no RBAC permission to {verb} {resource}{where}") from None
-            if status == 404:
-                raise NotFound(f"{what} not found{where}") from None
-            if status == 409 and "already exists" in msg:
-                raise AlreadyExists(f"{what}: {msg}") from None
-            raise KubeError(f"cannot {verb} {what}{where}: {msg or status}".splitlines()[0]) from None
+            raise self._api_error(e, verb, resource, namespace, name) from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise ClusterUnreachable(f"cannot reach the Kubernetes API at {self.host}: "
-                                     f"{_unreachable_reason(e)}") from None
+            raise self._unreachable(e) from None
+
+    def _unreachable(self, e: BaseException) -> ClusterUnreachable:
+        return ClusterUnreachable(f"cannot reach the Kubernetes API at {self.host}: {_unreachable_reason(e)}")
+
+    def _api_error(self, e: ApiException, verb: str, resource: str, namespace: str | None,
+                   name: str | None) -> KubeError:
+        status = _http_status(e)
+        if status is None:
+            return self._unreachable(e)
+        where = f" in namespace {namespace}" if namespace else ""
+        what = f"{resource}/{name}" if name else resource
+        msg, reason = _status_body(e)
+        if status == 401:
+            return Unauthorized(f"the Kubernetes API at {self.host} rejected the credentials (401 Unauthorized); "
+                                "check your kubeconfig")
+        if status == 403:
+            return Forbidden(f"no RBAC permission to {verb} {resource}{where}")
+        if status == 404:
+            return NotFound(f"{what} not found{where}")
+        if reason == AlreadyExists.reason:
+            return AlreadyExists(f"{what}: {msg}")
+        return KubeError(f"cannot {verb} {what}{where}: {msg or status}".splitlines()[0], status=status,
+                         reason=reason or _HTTP_REASONS.get(status, KubeError.reason))
 
     # ------------------------------------------------------------------------------------ transport
     def _send(self, method: str, path: str, query: list[tuple[str, str]] | None = None, body: Any = None,
@@ -258,7 +319,8 @@ class Kube:
         try:
             ws.run_forever(timeout=timeout)
             if ws.is_open():
-                raise KubeError(f"{argv[0]} in pod {namespace}/{pod} did not finish within {timeout:.0f}s")
+                raise KubeError(f"{argv[0]} in pod {namespace}/{pod} did not finish within {timeout:.0f}s",
+                                reason="Timeout")
             out, err = ws.read_stdout(), ws.read_stderr()
             code = ws.returncode
         except KubeError:
@@ -310,34 +372,108 @@ class Kube:
                                       "application/apply-patch+yaml"))
 
 
+# ---------------------------------------------------------------------------------------- kubeconfig and client
+DEFAULT_KUBECONFIG = "~/.kube/config"
+# File-path fields of a kubeconfig entry, per section; relative ones are relative to the file they are in.
+_PATH_FIELDS = {"clusters": ("certificate-authority",), "users": ("client-certificate", "client-key", "tokenFile"),
+                "contexts": ()}
+_ENTRY_KEY = {"clusters": "cluster", "users": "user", "contexts": "context"}
+
+
+def kubeconfig_files(kubeconfig: str | None = None) -> list[str]:
+    """The files kubectl reads: `--kubeconfig` alone (it must exist); else the existing files listed in
+    $KUBECONFIG (os.pathsep-separated, in order, each once); else ~/.kube/config if it exists."""
+    if kubeconfig:
+        if not os.path.isfile(kubeconfig):
+            raise KubeConfigError(f"kubeconfig {kubeconfig} does not exist")
+        return [kubeconfig]
+    listed = os.environ.get("KUBECONFIG", "").split(os.pathsep)
+    if not any(listed):
+        listed = [os.path.expanduser(DEFAULT_KUBECONFIG)]
+    return [f for f in dict.fromkeys(listed) if f and os.path.isfile(f)]
+
+
+def merge_kubeconfigs(files: list[str]) -> dict[str, Any]:
+    """One kubeconfig from several, merged as kubectl merges them: in clusters, users and contexts the first file
+    that names an entry wins (a later entry of that name is ignored whole); current-context comes from the first
+    file that sets a non-empty one; relative file paths (certificates, keys, tokenFile, an exec command with a
+    path separator) are made absolute against the directory of the file they are in."""
+    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": [],
+                              "current-context": ""}
+    for path in files:
+        doc = _read_kubeconfig(path)
+        base = os.path.dirname(os.path.abspath(path))
+        for section in _PATH_FIELDS:
+            known = {e.get("name") for e in merged[section]}
+            merged[section] += [_absolute_paths(section, e, base) for e in doc.get(section) or []
+                                if isinstance(e, dict) and e.get("name") not in known]
+        merged["current-context"] = merged["current-context"] or doc.get("current-context") or ""
+    return merged
+
+
+def _read_kubeconfig(path: str) -> dict[str, Any]:
+    """One kubeconfig file as a dict; an empty file is an empty config (as for kubectl)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise KubeConfigError(f"cannot read kubeconfig {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise KubeConfigError(f"cannot use kubeconfig {path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if doc is not None and not isinstance(doc, dict):
+        raise KubeConfigError(f"cannot use kubeconfig {path}: not a kubeconfig (a YAML mapping)")
+    return doc or {}
+
+
+def _absolute_paths(section: str, entry: dict[str, Any], base: str) -> dict[str, Any]:
+    """A copy of a clusters/users/contexts entry with its relative file paths joined to `base`."""
+    inner = dict(entry.get(_ENTRY_KEY[section]) or {})
+    for key in _PATH_FIELDS[section]:
+        if inner.get(key):
+            inner[key] = os.path.join(base, str(inner[key]))
+    command = str((inner.get("exec") or {}).get("command") or "")
+    if section == "users" and os.sep in command:  # a bare name is looked up on PATH
+        inner["exec"] = {**inner["exec"], "command": os.path.join(base, command)}
+    return {**entry, _ENTRY_KEY[section]: inner}
+
+
+def resolve_context(kubeconfig: str | None = None, context: str | None = None) -> tuple[dict[str, Any], str]:
+    """(merged kubeconfig, name of the context to use): `context` if given, else the merged current-context."""
+    where = _where(kubeconfig)
+    files = kubeconfig_files(kubeconfig)
+    if not files:
+        raise KubeConfigError(f"cannot use kubeconfig {where}: no such file")
+    merged = merge_kubeconfigs(files)
+    names = [c["name"] for c in merged["contexts"]]
+    listed = f"(contexts: {', '.join(sorted(names)) or 'none'})"
+    name = context or merged["current-context"]
+    if not name:
+        raise KubeConfigError(f"kubeconfig {where} sets no current context: use --context {listed}")
+    if name not in names:
+        raise KubeConfigError(f"no context {name} in kubeconfig {where} {listed}")
+    return merged, name
+
+
+def _where(kubeconfig: str | None) -> str:
+    """The kubeconfig source, for messages."""
+    return kubeconfig or os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+
+
 def connect(kubeconfig: str | None = None, context: str | None = None) -> Kube:
-    """A client for the kubeconfig (default: $KUBECONFIG or ~/.kube/config; in a pod: the service account)."""
+    """The one way to build a client: from --kubeconfig/--context like kubectl (see resolve_context), or, in a pod
+    with neither given and no kubeconfig file, from the service account. `.context_name` and `.host` say where
+    it points."""
     cfg = type.__call__(client.Configuration)  # a fresh one, not a copy of the process-wide default
     cfg.retries = 1  # fail fast when nothing listens
-    if kubeconfig is None and context is None and _in_cluster_only():
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST") \
+            and not kubeconfig_files():
         config.load_incluster_config(client_configuration=cfg)
         return Kube(client.ApiClient(cfg))
-    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-    if kubeconfig and not os.path.exists(kubeconfig):
-        raise KubeConfigError(f"kubeconfig {kubeconfig} does not exist")
+    merged, name = resolve_context(kubeconfig, context)
     try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
-        if context:
-            active = next((c for c in contexts if c["name"] == context), None)
-            if active is None:
-                names = ", ".join(sorted(c["name"] for c in contexts)) or "none"
-                raise KubeConfigError(f"no context {context} in kubeconfig {where} (contexts: {names})")
-        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
-                                persist_config=False)
+        config.load_kube_config_from_dict(merged, context=name, client_configuration=cfg, persist_config=False)
     except ConfigException as e:
         text = str(e).strip().strip("'\"").splitlines()[0] if str(e).strip() else repr(e)
-        raise KubeConfigError(f"cannot use kubeconfig {where}: {text}") from None
-    except OSError as e:
-        raise KubeConfigError(f"cannot read kubeconfig {where}: {e.strerror or e}") from None
-    return Kube(client.ApiClient(cfg), (active or {}).get("context", {}).get("namespace"))
-
-
-def _in_cluster_only() -> bool:
-    default = os.path.expanduser(config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG") \
-        and not os.path.exists(default)
+        raise KubeConfigError(f"cannot use kubeconfig {_where(kubeconfig)} (context {name}): {text}") from None
+    namespace = next(c for c in merged["contexts"] if c["name"] == name)["context"].get("namespace")
+    return Kube(client.ApiClient(cfg), namespace, name)

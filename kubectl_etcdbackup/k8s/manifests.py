@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 import yaml
 
 from .. import __version__
+from ..cron import schedule_error
+from ..durations import DurationError, parse_duration
 from ..errors import UsageError
 
 APP_NAME = "etcd-backup"  # app.kubernetes.io/name, and the Helm chart's name
@@ -30,6 +32,10 @@ IMAGE_REPOSITORY = "ghcr.io/kubectl-etcdbackup/agent"
 NONROOT_ID = 65532  # the image's default USER; the exporter always runs as this
 KEY_DIR = "/etc/etcdbackup/key"
 KEY_FILE = f"{KEY_DIR}/key"  # the Secret's key is always projected to this file name
+# The agent refuses a key file others can read (keys.check_key_file_permissions): owner-only for a root pod;
+# owner root, group = the pod's fsGroup, group-readable for a non-root pod. The chart writes the same modes.
+KEY_MODE_OWNER = 0o400
+KEY_MODE_FS_GROUP = 0o440
 WORK_DIR = "/tmp"  # an emptyDir: the root filesystem is read-only
 CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
 AWS_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -49,9 +55,15 @@ FILE_NAME_RE = re.compile(r"^[^/\s][^\s]*$")
 TIME_ZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 ABS_DIR_RE = re.compile(r"^/[^\s]*[^/\s]$")
 RESERVED_PATH_RE = re.compile(r"^/(tmp|etc|proc|sys|dev)(/|$)")  # the store mount cannot go there
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 VERIFY_MODES = ("hash", "status", "restore")
+# ManifestOptions field -> agent flag, in argv order; the chart's values are the camelCase names.
+RETENTION_FLAGS = (("keep_last", "--keep-last"), ("keep_within", "--keep-within"), ("keep_hourly", "--keep-hourly"),
+                   ("keep_daily", "--keep-daily"), ("keep_weekly", "--keep-weekly"),
+                   ("keep_monthly", "--keep-monthly"))
+# The etcd client files the agent reads, each mounted alone (never the PKI dir, which also holds ca.key and
+# the server/peer keys): ManifestOptions field -> volume name (the chart uses the same names).
+PKI_FILES = {"etcd_ca_file": "etcd-ca", "etcd_cert_file": "etcd-cert", "etcd_key_file": "etcd-key"}
 CONCURRENCY_POLICIES = ("Forbid", "Replace", "Allow")
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 SSE_MODES = ("AES256", "aws:kms")
@@ -62,7 +74,9 @@ class ManifestError(UsageError, ValueError):
 
 
 def _default_resources() -> dict[str, Any]:
-    return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+    """The backup container's; its ephemeral-storage limit covers the /tmp emptyDir (work_dir_size_limit) too."""
+    return {"requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"memory": "1Gi", "ephemeral-storage": "4Gi"}}
 
 
 def _default_exporter_resources() -> dict[str, Any]:
@@ -95,6 +109,8 @@ class ManifestOptions:
     failed_jobs_history_limit: int = 3
     backoff_limit: int = 1
     active_deadline_seconds: int = 900
+    command_timeout: str = "10m"  # the agent's bound on each etcdutl/etcdctl run; below active_deadline_seconds
+    idle_timeout: str = "30s"  # the agent gives up on a snapshot stream that sends nothing for this long
 
     # Store: file:///dir (a PVC mounted at /dir) or s3://bucket/prefix
     store: str = "file:///backups"
@@ -120,9 +136,14 @@ class ManifestOptions:
     etcd_cert_file: str = "healthcheck-client.crt"
     etcd_key_file: str = "healthcheck-client.key"
 
-    # What the agent does
-    retain_count: int = 96
-    retain_age: str = "7d"
+    # What the agent does. Retention rules (None: off) keep the union of what each keeps; the newest verified
+    # snapshot is always kept. Default: everything of the last day, then the newest of each day for a week.
+    keep_last: int | None = None
+    keep_within: str | None = "24h"
+    keep_hourly: int | None = None
+    keep_daily: int | None = 7
+    keep_weekly: int | None = None
+    keep_monthly: int | None = None
     verify: str = "status"
     pushgateway_url: str | None = None
 
@@ -134,7 +155,8 @@ class ManifestOptions:
     # Pods
     resources: dict[str, Any] = field(default_factory=_default_resources)
     exporter_resources: dict[str, Any] = field(default_factory=_default_exporter_resources)
-    work_dir_size_limit: str | None = None
+    # verify=status|restore needs about the db size in /tmp; etcd's default quota is 2 GiB
+    work_dir_size_limit: str = "3Gi"
     node_selector: dict[str, str] = field(default_factory=lambda: {CONTROL_PLANE: ""})
     tolerations: list[dict[str, Any]] = field(default_factory=_default_tolerations)
     priority_class_name: str | None = None
@@ -143,7 +165,8 @@ class ManifestOptions:
     run_as_user: int = 0
     run_as_group: int = 0
 
-    # Optional Role for the people/groups running the plugin (`now`, `status`, logs)
+    # Optional Role for the people/groups running the plugin (`now`, `status`, logs). Node-root equivalent: it
+    # creates Jobs in a privileged namespace, where a pod may mount any host path as root. Cluster admins only.
     operator_role: bool = False
     operator_subjects: list[dict[str, str]] = field(default_factory=list)
 
@@ -176,11 +199,14 @@ def parse_store(url: str) -> StoreSpec:
     raise ManifestError(f"store: unsupported URL {url!r} (use file:///dir or s3://bucket/prefix)")
 
 
-def duration_seconds(text: str) -> int:
-    """Seconds of a one-unit duration such as 90s, 15m, 1h, 7d, 2w (the form the chart accepts)."""
-    if not DURATION_RE.match(text):
-        raise ManifestError(f"invalid duration {text!r} (use one unit: 90s, 15m, 1h, 7d, 2w)")
-    return int(text[:-1]) * _SECONDS[text[-1]]
+def duration_seconds(text: str) -> float:
+    """Seconds of a positive duration such as 90s, 1h30m, 7d (durations.parse_duration)."""
+    try:
+        secs = parse_duration(text)
+    except DurationError as e:
+        raise ManifestError(str(e)) from None
+    _check(secs > 0, f"invalid duration {text!r}: must be more than 0")
+    return secs
 
 
 def _check(ok: bool, message: str) -> None:
@@ -195,8 +221,7 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     _check(bool(opts.image) and not any(c.isspace() for c in opts.image) and _image_parts(opts.image)[1] != "",
            f"image: {opts.image!r} needs an explicit :tag or @digest")
     _check(opts.image_pull_policy in PULL_POLICIES, f"image_pull_policy: use one of {', '.join(PULL_POLICIES)}")
-    _check(bool(CRON_RE.match(opts.schedule)),
-           f"schedule: {opts.schedule!r} is not a 5-field cron expression (or @hourly, @daily, ...)")
+    _check((why := schedule_error(opts.schedule)) is None, f"schedule: {why}")
     _check(not opts.time_zone or bool(TIME_ZONE_RE.match(opts.time_zone)), "time_zone: use an IANA name like Etc/UTC")
     _check(opts.concurrency_policy in CONCURRENCY_POLICIES,
            f"concurrency_policy: use one of {', '.join(CONCURRENCY_POLICIES)}")
@@ -223,16 +248,24 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     _check(bool(opts.etcd_endpoints) and all(ENDPOINT_RE.match(e) for e in opts.etcd_endpoints),
            "etcd_endpoints: give one or more http(s)://host:port URLs")
     _check(bool(ABS_DIR_RE.match(opts.etcd_pki_dir.rstrip("/"))), "etcd_pki_dir: must be an absolute dir")
-    for fld in ("etcd_ca_file", "etcd_cert_file", "etcd_key_file"):
+    for fld in PKI_FILES:
         _check(bool(FILE_NAME_RE.match(getattr(opts, fld))), f"{fld}: must be a path relative to etcd_pki_dir")
-    _check(opts.retain_count >= 1, "retain_count: must be >= 1")
-    duration_seconds(opts.retain_age)
+    _check(len({getattr(opts, fld) for fld in PKI_FILES}) == len(PKI_FILES),
+           f"{', '.join(PKI_FILES)}: must be three different files (each is its own mount)")
+    for fld, _ in RETENTION_FLAGS:
+        value = getattr(opts, fld)
+        if fld == "keep_within" and value is not None:
+            duration_seconds(value)
+        elif value is not None:
+            _check(value >= 1, f"{fld}: must be >= 1 (None: rule off)")
+    duration_seconds(opts.idle_timeout)
+    _check(duration_seconds(opts.command_timeout) < opts.active_deadline_seconds,
+           "command_timeout: must be below active_deadline_seconds")
     duration_seconds(opts.max_age)
     _check(opts.verify in VERIFY_MODES, f"verify: use one of {', '.join(VERIFY_MODES)}")
     _check(1 <= opts.exporter_port <= 65535, "exporter_port: must be 1..65535")
     _check(not opts.run_as_non_root or opts.run_as_user != 0, "run_as_user: must not be 0 with run_as_non_root")
-    if opts.work_dir_size_limit:
-        _check(bool(QUANTITY_RE.match(opts.work_dir_size_limit)), "work_dir_size_limit: not a quantity")
+    _check(bool(QUANTITY_RE.match(opts.work_dir_size_limit)), "work_dir_size_limit: not a quantity like 3Gi")
     return store
 
 
@@ -278,7 +311,7 @@ def _container_security() -> dict[str, Any]:
 def _backup_pod_security(opts: ManifestOptions) -> dict[str, Any]:
     sc: dict[str, Any] = {"runAsNonRoot": opts.run_as_non_root, "runAsUser": opts.run_as_user,
                           "runAsGroup": opts.run_as_group}
-    if opts.run_as_non_root:  # lets the non-root user read the 0400 key file and write the PVC
+    if opts.run_as_non_root:  # lets the non-root user read the 0440 key file and write the PVC
         sc["fsGroup"] = opts.run_as_group
         sc["fsGroupChangePolicy"] = "OnRootMismatch"
     sc["seccompProfile"] = {"type": "RuntimeDefault"}
@@ -286,7 +319,8 @@ def _backup_pod_security(opts: ManifestOptions) -> dict[str, Any]:
 
 
 def _exporter_pod_security() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": NONROOT_ID, "runAsGroup": NONROOT_ID,
+    """Non-root; fsGroup makes the 0440 key file (owner root) readable through the group."""
+    return {"runAsNonRoot": True, "runAsUser": NONROOT_ID, "runAsGroup": NONROOT_ID, "fsGroup": NONROOT_ID,
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
@@ -317,19 +351,50 @@ def _aws_env(opts: ManifestOptions, store: StoreSpec) -> list[dict[str, Any]]:
 
 
 def _tmp_volume(opts: ManifestOptions) -> dict[str, Any]:
-    empty: dict[str, Any] = {"sizeLimit": opts.work_dir_size_limit} if opts.work_dir_size_limit else {}
-    return {"name": "tmp", "emptyDir": empty}
+    """The /tmp scratch emptyDir, size-limited (the kubelet evicts the pod beyond it)."""
+    return {"name": "tmp", "emptyDir": {"sizeLimit": opts.work_dir_size_limit}}
+
+
+def _key_volume(opts: ManifestOptions, mode: int) -> dict[str, Any]:
+    """The key Secret as the file KEY_FILE; mode KEY_MODE_OWNER (root pod) or KEY_MODE_FS_GROUP (fsGroup pod)."""
+    return {"name": "encryption-key", "secret": {"secretName": opts.key_secret, "defaultMode": mode,
+                                                 "items": [{"key": opts.key_secret_key, "path": "key"}]}}
+
+
+_KEY_MOUNT = {"name": "encryption-key", "mountPath": KEY_DIR, "readOnly": True}
+
+
+def pki_path(opts: ManifestOptions, fld: str) -> str:
+    """Node path (and container path: mounted at the same place) of one of PKI_FILES."""
+    return f"{opts.etcd_pki_dir.rstrip('/')}/{getattr(opts, fld)}"
+
+
+def _pki_volumes(opts: ManifestOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes): each etcd client file alone, a read-only hostPath of type File at the same path."""
+    mounts = [{"name": name, "mountPath": pki_path(opts, fld), "readOnly": True} for fld, name in PKI_FILES.items()]
+    volumes = [{"name": name, "hostPath": {"path": pki_path(opts, fld), "type": "File"}}
+               for fld, name in PKI_FILES.items()]
+    return mounts, volumes
+
+
+def retention_args(opts: ManifestOptions) -> list[str]:
+    """The agent's --keep-* flags for the rules that are on."""
+    args: list[str] = []
+    for fld, flag in RETENTION_FLAGS:
+        value = getattr(opts, fld)
+        if value is not None:
+            args += [flag, str(value)]
+    return args
 
 
 def backup_args(opts: ManifestOptions, store: StoreSpec | None = None) -> list[str]:
     """Arguments after `kubectl-etcdbackup agent backup` (design.md); no secret ever appears here."""
     store = store or parse_store(opts.store)
-    pki = opts.etcd_pki_dir.rstrip("/")
     args = ["--store", store.url, "--endpoints", ",".join(opts.etcd_endpoints),
-            "--cacert", f"{pki}/{opts.etcd_ca_file}", "--cert", f"{pki}/{opts.etcd_cert_file}",
-            "--key", f"{pki}/{opts.etcd_key_file}", "--key-file", KEY_FILE,
-            "--retain-count", str(opts.retain_count), "--retain-age", opts.retain_age,
-            "--verify", opts.verify, "--work-dir", WORK_DIR]
+            "--cacert", pki_path(opts, "etcd_ca_file"), "--cert", pki_path(opts, "etcd_cert_file"),
+            "--key", pki_path(opts, "etcd_key_file"), "--key-file", KEY_FILE, *retention_args(opts),
+            "--verify", opts.verify, "--work-dir", WORK_DIR, "--command-timeout", opts.command_timeout,
+            "--idle-timeout", opts.idle_timeout]
     if store.type == "s3":
         for flag, value in (("--s3-endpoint-url", opts.s3_endpoint_url), ("--s3-region", opts.s3_region),
                             ("--s3-sse", opts.s3_sse), ("--s3-sse-kms-key-id", opts.s3_sse_kms_key_id)):
@@ -394,18 +459,10 @@ def persistent_volume_claim(opts: ManifestOptions) -> dict[str, Any]:
 
 def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
     store = store or parse_store(opts.store)
-    pki = opts.etcd_pki_dir.rstrip("/")
-    mounts: list[dict[str, Any]] = [
-        {"name": "etcd-pki", "mountPath": pki, "readOnly": True},
-        {"name": "encryption-key", "mountPath": KEY_DIR, "readOnly": True},
-        {"name": "tmp", "mountPath": WORK_DIR},
-    ]
-    volumes: list[dict[str, Any]] = [
-        {"name": "etcd-pki", "hostPath": {"path": pki, "type": "Directory"}},
-        {"name": "encryption-key", "secret": {"secretName": opts.key_secret, "defaultMode": 0o400,
-                                              "items": [{"key": opts.key_secret_key, "path": "key"}]}},
-        _tmp_volume(opts),
-    ]
+    pki_mounts, pki_volumes = _pki_volumes(opts)
+    mounts: list[dict[str, Any]] = [*pki_mounts, dict(_KEY_MOUNT), {"name": "tmp", "mountPath": WORK_DIR}]
+    key_mode = KEY_MODE_FS_GROUP if opts.run_as_non_root else KEY_MODE_OWNER
+    volumes: list[dict[str, Any]] = [*pki_volumes, _key_volume(opts, key_mode), _tmp_volume(opts)]
     if store.type == "file":
         mounts.append({"name": "backups", "mountPath": store.path})
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts)}})
@@ -455,8 +512,8 @@ def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str,
 
 def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
     store = store or parse_store(opts.store)
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": WORK_DIR}]
-    volumes: list[dict[str, Any]] = [_tmp_volume(opts)]
+    mounts: list[dict[str, Any]] = [dict(_KEY_MOUNT), {"name": "tmp", "mountPath": WORK_DIR}]
+    volumes: list[dict[str, Any]] = [_key_volume(opts, KEY_MODE_FS_GROUP), _tmp_volume(opts)]
     if store.type == "file":  # the agent writes 0644 files, readable by the non-root exporter
         mounts.append({"name": "backups", "mountPath": store.path, "readOnly": True})
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts), "readOnly": True}})
@@ -466,6 +523,7 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
         "command": ["kubectl-etcdbackup", "agent", "exporter"],
+        "args": ["--key-file", KEY_FILE],  # authenticates the manifests: a bucket writer cannot fake freshness
         "envFrom": [{"configMapRef": {"name": monitor_config_name(opts)}}],
     }
     env = _aws_env(opts, store)
@@ -614,7 +672,9 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
             "verify": opts.verify,
             "pushgateway": opts.pushgateway_url or "",
             "resources": opts.resources,
-            "workDirSizeLimit": opts.work_dir_size_limit or "",
+            "workDirSizeLimit": opts.work_dir_size_limit,
+            "commandTimeout": opts.command_timeout,
+            "idleTimeout": opts.idle_timeout,
             "securityContext": {"runAsNonRoot": opts.run_as_non_root, "runAsUser": opts.run_as_user,
                                 "runAsGroup": opts.run_as_group},
         },
@@ -643,7 +703,8 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
             "pki": {"hostPath": opts.etcd_pki_dir.rstrip("/"), "caFile": opts.etcd_ca_file,
                     "certFile": opts.etcd_cert_file, "keyFile": opts.etcd_key_file},
         },
-        "retention": {"count": opts.retain_count, "age": opts.retain_age},
+        "retention": {"keepLast": opts.keep_last, "keepWithin": opts.keep_within, "keepHourly": opts.keep_hourly,
+                      "keepDaily": opts.keep_daily, "keepWeekly": opts.keep_weekly, "keepMonthly": opts.keep_monthly},
         "monitor": {"maxAge": opts.max_age},
         "exporter": {"enabled": opts.exporter_enabled, "port": opts.exporter_port,
                      "resources": opts.exporter_resources},

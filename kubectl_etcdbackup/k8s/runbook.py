@@ -27,6 +27,7 @@ DEFAULT_MANIFESTS_DIR = "/etc/kubernetes/manifests"
 DEFAULT_STASH_DIR = "/etc/kubernetes/etcdbackup-stopped"  # outside the manifests dir: the kubelet ignores it
 DEFAULT_KEY_FILE = "/etc/kubernetes/etcdbackup.key"
 DEFAULT_NODE_STORE_DIR = "/var/lib/etcdbackup-restore"
+LOCAL_KEY_FILE = "etcdbackup.key"  # the operator's copy, in the current directory
 LOCAL = ""  # "node" of the steps run on the operator's machine
 NODE_PHASES = ("stop-apiserver", "stop-etcd", "restore", "start-etcd", "wait-etcd", "start-apiserver")
 
@@ -136,6 +137,12 @@ def _move(src: str, dst: str) -> str:
     return f"mv {shlex.quote(src)} {shlex.quote(dst)}"
 
 
+def write_private(path: str) -> str:
+    """Shell: stdin -> `path`, created anew with mode 0600 (install unlinks an existing file, whatever its
+    mode; umask 077 covers the moment before its chmod), never readable by other users."""
+    return f"(umask 077 && install -m 600 /dev/stdin {shlex.quote(path)})"
+
+
 def build_runbook(members: Sequence[EtcdMember], snapshot: SnapshotManifest, apiserver_nodes: Sequence[str],
                   opts: RunbookOptions) -> Runbook:
     """Ordered steps for a full restore of `members` from `snapshot` (an exact id, never 'latest')."""
@@ -216,10 +223,11 @@ def _prepare(snapshot: SnapshotManifest, opts: RunbookOptions, etcd_nodes: list[
         ref = opts.key_secret or SecretRef("etcd-backup-key", "key")
         key = ref.key.replace(".", "\\.")
         lines += [f"kubectl -n {shlex.quote(opts.namespace)} get secret {shlex.quote(ref.name)} "
-                  f"-o jsonpath='{{.data.{key}}}' | base64 -d > etcdbackup.key"]
-        lines += [f"scp etcdbackup.key {shlex.quote(n)}:{shlex.quote(opts.key_file)}" for n in etcd_nodes]
-        notes.append(f"the encryption key goes to {opts.key_file} (mode 0600) on every etcd node; "
-                     "delete the local copy afterwards")
+                  f"-o jsonpath='{{.data.{key}}}' | base64 -d | {write_private(LOCAL_KEY_FILE)}"]
+        lines += [f"ssh {shlex.quote(n)} {shlex.quote(write_private(opts.key_file))} < {LOCAL_KEY_FILE}"
+                  for n in etcd_nodes]
+        notes.append(f"the encryption key goes to {opts.key_file} (mode 0600, as root) on every etcd node; "
+                     f"delete the local copy ({LOCAL_KEY_FILE}, mode 0600) afterwards")
     if opts.store_url.startswith("s3:"):
         src = f" (Secret {opts.aws_secret} in namespace {opts.namespace})" if opts.aws_secret else ""
         notes.append(f"every etcd node needs read access to {opts.store_url}: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"

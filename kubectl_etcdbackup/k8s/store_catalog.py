@@ -9,6 +9,7 @@ from typing import Any
 
 from ..catalog import list_snapshots
 from ..errors import StoreError
+from ..keys import Keyring
 from ..manifest import SnapshotManifest
 from ..run_status import RunStatus, load_status
 from ..stores import Store
@@ -36,11 +37,12 @@ class Catalog:
                    [str(p) for p in obj.get("problems") or []])
 
 
-def catalog_of(store: Store) -> Catalog:
-    listing = list_snapshots(store)
+def catalog_of(store: Store, keyring: Keyring | None = None) -> Catalog:
+    listing = list_snapshots(store, keyring)
     return Catalog(store.url, listing.snapshots, load_status(store), listing.problems)
 
 
 def manifests_from_json(items: list[Any]) -> list[SnapshotManifest]:
-    """Manifests as `list -o json` prints them (extra keys such as age_seconds are ignored)."""
-    return [SnapshotManifest.from_dict(d, "snapshot listed by the cluster") for d in items]
+    """Manifests as `list -o json` prints them, with the judgement of the agent that read them (extra keys such as
+    age_seconds are ignored)."""
+    return [SnapshotManifest.from_listing(d, "snapshot listed by the cluster") for d in items]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..errors import StoreError
 
 
 class ObjectWriter(ABC):
@@ -25,6 +29,16 @@ class ObjectWriter(ABC):
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self.abort()
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """An unfinished write a killed writer left behind: a temp file, an incomplete multipart upload."""
+
+    name: str  # the temp file name, or the S3 key of the upload
+    kind: str  # "temp-file" or "multipart-upload"
+    started: datetime  # timezone-aware
+    handle: str = ""  # what discard_pending() needs besides the name (the S3 upload id)
 
 
 class Store(ABC):
@@ -55,3 +69,19 @@ class Store(ABC):
     @abstractmethod
     def check_writable(self) -> None:
         """Fail early (before talking to etcd) when the store cannot be written."""
+
+    def pending_writes(self) -> list[PendingWrite]:
+        """Unfinished writes this store's writers may have left behind (none for stores without any)."""
+        return []
+
+    def discard_pending(self, pending: PendingWrite) -> None:
+        """Remove one unfinished write found by pending_writes(); raise StoreError when that fails."""
+        raise StoreError(f"{self.url} has no unfinished writes to discard ({pending.name})")
+
+    def free_bytes(self) -> int | None:
+        """Bytes a new object may still use, or None when the store cannot tell (an object store)."""
+        return None
+
+    def capacity_bytes(self) -> int | None:
+        """Total size of the store's space, or None when it has no fixed size (an object store)."""
+        return None

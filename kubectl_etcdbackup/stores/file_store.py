@@ -7,10 +7,11 @@ import errno
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import SnapshotNotFound, StoreError
-from .base import ObjectWriter, Store
+from .base import ObjectWriter, PendingWrite, Store
 
 _TMP_PREFIX = ".tmp-"
 
@@ -137,3 +138,42 @@ class FileStore(Store):
             probe.unlink()
         except OSError as e:
             raise _os_error("store is not writable:", self.root, e) from None
+
+    def pending_writes(self) -> list[PendingWrite]:
+        """The writers' temp files (`.tmp-*`) in the store directory, with their modification time."""
+        found = []
+        try:
+            for p in self.root.iterdir():
+                if p.name.startswith(_TMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):  # committed or aborted meanwhile
+                        mtime = datetime.fromtimestamp(p.lstat().st_mtime, UTC)
+                        found.append(PendingWrite(p.name, "temp-file", mtime))
+        except OSError as e:
+            raise _os_error("cannot list", self.root, e) from None
+        return sorted(found, key=lambda w: w.name)
+
+    def discard_pending(self, pending: PendingWrite) -> None:
+        """Delete one temp file; one already gone is fine."""
+        if not pending.name.startswith(_TMP_PREFIX) or "/" in pending.name:
+            raise StoreError(f"not a temp file of {self.url}: {pending.name!r}")
+        path = self.root / pending.name
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise _os_error("cannot delete", path, e) from None
+
+    def free_bytes(self) -> int | None:
+        """Bytes available to this (unprivileged) process on the store's filesystem."""
+        st = self._statvfs()
+        return st.f_bavail * st.f_frsize
+
+    def capacity_bytes(self) -> int | None:
+        """Size of the store's filesystem (a PVC: its capacity)."""
+        st = self._statvfs()
+        return st.f_blocks * st.f_frsize
+
+    def _statvfs(self) -> os.statvfs_result:
+        try:
+            return os.statvfs(self.root)
+        except OSError as e:
+            raise _os_error("cannot stat filesystem of", self.root, e) from None

@@ -12,7 +12,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..errors import SnapshotNotFound, StoreError
-from .base import ObjectWriter, Store
+from .base import ObjectWriter, PendingWrite, Store
 
 PART_SIZE = 8 << 20  # S3 allows 10,000 parts: 80 GB per object, ten times etcd's largest quota
 MAX_PARTS_IN_FLIGHT = 2
@@ -188,3 +188,26 @@ class S3Store(Store):
             raise _describe(e, f"cannot access S3 bucket {self.bucket}") from None
         except BotoCoreError as e:
             raise _describe(e, f"cannot reach S3 for bucket {self.bucket}") from None
+
+    def pending_writes(self) -> list[PendingWrite]:
+        """Incomplete multipart uploads of objects directly under the prefix (a killed writer's parts)."""
+        found = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix):
+                for u in page.get("Uploads", []):
+                    if "/" not in u["Key"][len(self.prefix):]:
+                        found.append(PendingWrite(u["Key"], "multipart-upload", u["Initiated"], u["UploadId"]))
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot list incomplete uploads in {self.url}") from None
+        return sorted(found, key=lambda w: (w.name, w.handle))
+
+    def discard_pending(self, pending: PendingWrite) -> None:
+        """Abort one incomplete multipart upload (S3 then frees its parts); one already gone is fine."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=pending.name, UploadId=pending.handle)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code", "") != "NoSuchUpload":
+                raise _describe(e, f"cannot abort the upload of s3://{self.bucket}/{pending.name}") from None
+        except BotoCoreError as e:
+            raise _describe(e, f"cannot abort the upload of s3://{self.bucket}/{pending.name}") from None

@@ -7,12 +7,16 @@ from literal values, Secrets, ConfigMaps and the downward API), streams their co
 log, and then sets the Pod phase (Succeeded/Failed) and the Job status (succeeded/failed, conditions
 Complete/Failed, startTime/completionTime), as the real controllers do.
 
-Volumes: ``secret`` / ``configMap`` volumes are written to a per-pod directory, ``emptyDir`` is a per-pod
-directory, ``persistentVolumeClaim`` is a directory per claim (kept across Jobs, see :meth:`claim_dir`),
-``hostPath`` is the host path itself; container paths under a mount are rewritten to the local directory in
-the argv, env values and workingDir. ``path_map`` entries (container path -> local path) are applied last and
-win. Not simulated: images (the command must exist locally), resource limits, probes, CronJob schedules
-(use :meth:`run_cronjob`), activeDeadlineSeconds, parallelism > 1, in-cluster API access.
+Volumes: ``secret`` / ``configMap`` volumes are written to a per-pod directory with the kubelet's file modes
+(the item's ``mode``, else ``defaultMode``, else 0644; with a pod ``fsGroup``: group fsGroup and g+r, as the
+kubelet does, which needs the simulator to run as root), ``emptyDir`` is a per-pod directory,
+``persistentVolumeClaim`` is a directory per claim (kept across Jobs, see :meth:`claim_dir`), ``hostPath`` is
+the host path itself, checked against its ``type`` (File, Directory, ...OrCreate, Socket); container paths
+under a mount are rewritten to the local directory in the argv, env values and workingDir. ``path_map``
+entries (container path -> local path) are applied last and win. Containers run as the simulator's user
+(runAsUser/runAsGroup are not applied). Not simulated: images (the command must exist locally), resource
+limits, probes, CronJob schedules (use :meth:`run_cronjob`), activeDeadlineSeconds, parallelism > 1,
+in-cluster API access.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -49,6 +54,42 @@ def expand_vars(s: str, env: Mapping[str, str]) -> str:
 
 class PodStartError(Exception):
     """The container could not be started (missing Secret, PVC, command...)."""
+
+
+def _set_file_mode(f: Path, mode: int, fs_group: int | None) -> None:
+    """A Secret/ConfigMap volume file's mode as the kubelet leaves it: ``mode``; with an fsGroup the kubelet
+    also gives the file that group and adds group read (its read-only mask, 0440)."""
+    if fs_group is not None:
+        try:
+            os.chown(f, -1, int(fs_group))
+        except PermissionError:
+            raise PodStartError(f"fsGroup {fs_group}: the simulator must run as root to give files that group") \
+                from None
+        mode |= 0o440
+    f.chmod(mode)
+
+
+_HOST_PATH_TYPES = {"File": stat.S_ISREG, "Directory": stat.S_ISDIR, "Socket": stat.S_ISSOCK,
+                    "CharDevice": stat.S_ISCHR, "BlockDevice": stat.S_ISBLK}
+
+
+def _check_host_path(path: str, kind: str) -> None:
+    """The kubelet's hostPath ``type`` check (symlinks followed); the ...OrCreate types create what is missing."""
+    if kind == "DirectoryOrCreate":
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        kind = "Directory"
+    elif kind == "FileOrCreate":
+        Path(path).touch(mode=0o644, exist_ok=True)
+        kind = "File"
+    check = _HOST_PATH_TYPES.get(kind)
+    if check is None:  # "" (no check)
+        return
+    try:
+        ok = check(os.stat(path).st_mode)
+    except OSError:
+        ok = False
+    if not ok:
+        raise PodStartError(f"hostPath type check failed: {path} is not a {kind.lower()}")
 
 
 @dataclass
@@ -287,13 +328,14 @@ class KubeletSimulator:
                 data = self._data(self._lookup(kind, src[name_key], ns, bool(src.get("optional"))))
                 items = src.get("items") or [{"key": k, "path": k} for k in data]
                 base.mkdir(parents=True, exist_ok=True)
+                fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
                 for it in items:
                     if it["key"] not in data:
                         raise PodStartError(f'key "{it["key"]}" not found in {key} "{src[name_key]}"')
                     f = base / it["path"]
                     f.parent.mkdir(parents=True, exist_ok=True)
                     f.write_bytes(data[it["key"]])
-                    f.chmod(int(src.get("defaultMode", 0o644)))
+                    _set_file_mode(f, int(it.get("mode", src.get("defaultMode", 0o644))), fs_group)
                 return str(base)
         if "emptyDir" in vol:
             base.mkdir(parents=True, exist_ok=True)
@@ -305,7 +347,9 @@ class KubeletSimulator:
             d.mkdir(parents=True, exist_ok=True)
             return str(d)
         if "hostPath" in vol:
-            return rewrite_paths(vol["hostPath"]["path"], self.path_map)
+            local = rewrite_paths(vol["hostPath"]["path"], self.path_map)
+            _check_host_path(local, vol["hostPath"].get("type", ""))
+            return local
         return None  # projected / downwardAPI / csi...: not simulated
 
     def _prepare(self, pod: Obj, c: Obj) -> tuple[list[str], dict[str, str], str]:

@@ -1,0 +1,123 @@
+"""Prune a store: apply the retention policy to its snapshots, delete stale objects without a manifest and
+remove what killed runs left behind (temp files, incomplete multipart uploads).
+
+Only snapshots that may be trusted are counted or deleted (see retention.decide). A bad manifest or an item
+that cannot be deleted is a problem in the report, never an abort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+from ..catalog import Listing, delete_snapshot, list_snapshots
+from ..durations import format_duration
+from ..errors import EtcdBackupError, UsageError
+from ..keys import Keyring
+from ..leftovers import LEFTOVER_MIN_AGE_SECONDS, Leftover, find_leftovers, remove_leftovers
+from ..manifest import OBJECT_SUFFIX, id_time
+from ..retention import RetentionPolicy, decide, stale_orphans
+from ..stores import Store
+
+KEEP, DELETED, WOULD_DELETE, DELETE_FAILED = "keep", "deleted", "would delete", "delete failed"
+ORPHAN_REASON = "object without a manifest, over a day old (a failed backup, never a snapshot)"
+
+
+@dataclass
+class PruneOptions:
+    store: Store
+    keyring: Keyring | None
+    policy: RetentionPolicy
+    dry_run: bool = False
+    now: datetime | None = None  # default: the current time
+    leftover_min_age: float = LEFTOVER_MIN_AGE_SECONDS  # younger leftovers may belong to a running backup
+    allow_plaintext: bool = False  # with a keyring: also count (and so delete) unencrypted snapshots
+    reserve_next: bool = False  # count the snapshot about to be taken as if it existed (make room for it)
+
+
+@dataclass(frozen=True)
+class PruneRow:
+    id: str  # snapshot id, object name or leftover name
+    kind: str  # snapshot, orphan, or the leftover's kind (temp-file, multipart-upload)
+    action: str  # keep | deleted | would delete | delete failed
+    reasons: list[str]
+
+
+@dataclass
+class PruneReport:
+    rows: list[PruneRow] = field(default_factory=list)  # snapshots newest first, then orphans, then leftovers
+    leftovers_removed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # bad manifests, failed deletions
+
+    @property
+    def deleted(self) -> list[str]:
+        """Snapshot ids and orphan object names deleted (leftovers are in leftovers_removed)."""
+        return [r.id for r in self.rows if r.action == DELETED and r.kind in ("snapshot", "orphan")]
+
+
+def run_prune(opts: PruneOptions) -> PruneReport:
+    """Decide, then (unless dry_run) delete; every decision is a row with its reasons.
+
+    Raises UsageError when snapshots are encrypted but no keyring is given: without it a planted manifest cannot
+    be told from a genuine one. Raises StoreError only when the store cannot be listed."""
+    now = opts.now or datetime.now(UTC)
+    listing = list_snapshots(opts.store, opts.keyring, now=now, allow_plaintext=opts.allow_plaintext)
+    if opts.keyring is None and any(m.cipher != "none" for m in listing.snapshots):
+        raise UsageError("prune needs the encryption key to tell genuine snapshots from planted ones "
+                         "(--key-file or --key-env)")
+    report = PruneReport(problems=list(listing.problems))
+    _prune_snapshots(opts, listing, now, report)
+    _prune_orphans(opts, listing, now, report)
+    _prune_leftovers(opts, now, report)
+    return report
+
+
+def _delete(report: PruneReport, dry_run: bool, what: str, delete: Callable[[], None]) -> str:
+    """Run one deletion (unless dry_run); a failure is a problem, not an abort. Returns the row's action."""
+    if dry_run:
+        return WOULD_DELETE
+    try:
+        delete()
+    except EtcdBackupError as e:
+        report.problems.append(f"cannot delete {what}: {e}")
+        return DELETE_FAILED
+    return DELETED
+
+
+def _prune_snapshots(opts: PruneOptions, listing: Listing, now: datetime, report: PruneReport) -> None:
+    decision = decide(listing.snapshots, opts.policy, now, next_at=now if opts.reserve_next else None)
+    doomed = {m.id for m in decision.delete}
+    for m in listing.snapshots:
+        action = KEEP
+        if m.id in doomed:
+            action = _delete(report, opts.dry_run, f"snapshot {m.id}", partial(delete_snapshot, opts.store, m))
+        report.rows.append(PruneRow(m.id, "snapshot", action, decision.reasons[m.id]))
+
+
+def _prune_orphans(opts: PruneOptions, listing: Listing, now: datetime, report: PruneReport) -> None:
+    for name in stale_orphans(listing.orphans, lambda n: id_time(n.removesuffix(OBJECT_SUFFIX)), now):
+        action = _delete(report, opts.dry_run, name, partial(opts.store.delete, name))
+        report.rows.append(PruneRow(name, "orphan", action, [ORPHAN_REASON]))
+
+
+def _prune_leftovers(opts: PruneOptions, now: datetime, report: PruneReport) -> None:
+    try:
+        found = find_leftovers(opts.store, now, opts.leftover_min_age)
+    except EtcdBackupError as e:
+        report.problems.append(f"cannot look for leftovers: {e}")
+        return
+    for item in found:
+        action = WOULD_DELETE if opts.dry_run else _remove_leftover(opts.store, item, report)
+        report.rows.append(PruneRow(item.name, item.kind, action,
+                                    [f"left by a killed run, {format_duration(item.age_seconds)} old"]))
+
+
+def _remove_leftover(store: Store, item: Leftover, report: PruneReport) -> str:
+    problems = remove_leftovers(store, [item])
+    report.problems += problems
+    if problems:
+        return DELETE_FAILED
+    report.leftovers_removed.append(item.name)
+    return DELETED
