@@ -138,7 +138,7 @@ def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOpt
     stored = hashlib.sha256()
     stored_size = 0
     revision = 0
-    writer = opts.store.writer(object_name(binding.snapshot_id))
+    writer = opts.store.writer(object_name(binding.snapshot_id), private=opts.key is None)
 
     def put(data: bytes) -> None:
         nonlocal stored_size

@@ -70,6 +70,8 @@ def test_planted_plaintext_snapshot_is_never_picked(etcd35_tls_cluster, etcd_clu
     evil = etcd_cluster_factory("3.5", size=1, tls=False)
     evil.put_many("/registry/secrets/kube-system/evil-", 5, 64)
     planted = backup(capsys, evil, file_store_url, None)  # --no-encryption: a plaintext snapshot, newer
+    assert (tmp_store_dir / f"{planted['id']}.etcdbak").stat().st_mode & 0o777 == 0o600  # plaintext: owner only
+    assert (tmp_store_dir / f"{genuine['id']}.etcdbak").stat().st_mode & 0o777 == 0o644  # sealed: exporter reads
     rows = {r["id"]: r for r in listed(capsys, file_store_url, key)}
     assert rows[planted["id"]]["untrusted_reason"].startswith("plaintext snapshot")
     assert rows[genuine["id"]]["authenticated"] is True

@@ -45,7 +45,9 @@ class Store(ABC):
     url: str
 
     @abstractmethod
-    def writer(self, name: str) -> ObjectWriter: ...
+    def writer(self, name: str, *, private: bool = False) -> ObjectWriter:
+        """Stream a new object; private: its content is plaintext of the cluster (readable by its owner only,
+        where the store has owners)."""
 
     @abstractmethod
     def read_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...

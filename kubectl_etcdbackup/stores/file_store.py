@@ -31,11 +31,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 class FileObjectWriter(ObjectWriter):
-    def __init__(self, directory: Path, name: str):
+    def __init__(self, directory: Path, name: str, mode: int):
         self._final = directory / name
         self._tmp = directory / f"{_TMP_PREFIX}{name}.{secrets.token_hex(4)}"
         try:
-            self._f = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+            self._f = os.fdopen(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb")
         except OSError as e:
             raise _os_error("cannot create", self._tmp, e) from None
         self._done = False
@@ -85,8 +85,9 @@ class FileStore(Store):
             raise StoreError(f"invalid object name {name!r}")
         return self.root / name
 
-    def writer(self, name: str) -> ObjectWriter:
-        return FileObjectWriter(self.root, self._path(name).name)
+    def writer(self, name: str, *, private: bool = False) -> ObjectWriter:
+        # Sealed objects and manifests stay readable by the exporter, which runs as another user.
+        return FileObjectWriter(self.root, self._path(name).name, 0o600 if private else 0o644)
 
     def read_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         path = self._path(name)

@@ -131,7 +131,7 @@ class S3Store(Store):
     def _where(self, name: str) -> str:
         return f"s3://{self.bucket}/{self._key(name)}"
 
-    def writer(self, name: str) -> ObjectWriter:
+    def writer(self, name: str, *, private: bool = False) -> ObjectWriter:
         return S3ObjectWriter(self, self._key(name))
 
     def read_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
