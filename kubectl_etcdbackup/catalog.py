@@ -8,7 +8,6 @@ for a decision (`latest`, retention, freshness).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -102,15 +101,6 @@ def list_snapshots(store: Store, keyring: Keyring | None = None, *, now: datetim
     return listing
 
 
-def warn_problems(listing: Listing) -> None:
-    for p in listing.problems:
-        print(f"warning: {p}", file=sys.stderr)
-    if listing.orphans:
-        print(f"note: {len(listing.orphans)} object(s) without a manifest (a backup in progress or one that "
-              f"failed verification; not snapshots): {', '.join(listing.orphans[:3])}"
-              f"{' ...' if len(listing.orphans) > 3 else ''}", file=sys.stderr)
-
-
 def pick(snapshots: list[SnapshotManifest], ref: str, where: str) -> SnapshotManifest:
     """From a newest-first listing: `latest` (the newest trusted, verified snapshot), or an exact id.
 
@@ -131,6 +121,13 @@ def pick(snapshots: list[SnapshotManifest], ref: str, where: str) -> SnapshotMan
                 raise IntegrityError(f"snapshot {ref} in {where} is not trusted: {m.untrusted_reason}")
             return m
     raise SnapshotNotFound(f"snapshot {ref} not found in {where}")
+
+
+def legacy_note(m: SnapshotManifest) -> list[str]:
+    """What to tell the operator when an explicitly named snapshot is a version 1 one."""
+    if m.untrusted_reason == LEGACY_UNAUTHENTICATED:
+        return [f"{m.id}: {LEGACY_UNAUTHENTICATED}; its object is still authenticated frame by frame"]
+    return []
 
 
 def resolve(store: Store, ref: str, keyring: Keyring | None = None, *, allow_plaintext: bool = False,

@@ -1,16 +1,39 @@
-"""Error types. Each carries a one-line message meant for an operator; the CLI prints it and exits non-zero."""
+"""Error types and the one exit-code table. Each error carries a one-line message meant for an operator; the CLI
+prints it (`error: ...`) and exits with the error's code."""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What `kubectl etcdbackup` exits with (listed in `--help`)."""
+
+    OK = 0
+    FAILED = 1  # the operation failed (etcd, store, Kubernetes API, integrity...)
+    USAGE = 2  # bad command line or configuration; nothing was done
+    DEGRADED = 3  # it ran, and found backups stale or etcd unhealthy (`status`, `agent monitor`)
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 failed, 2 usage error, 3 backups stale or etcd unhealthy "
+                   "(status, agent monitor), 130 interrupted.")
 
 
 class EtcdBackupError(Exception):
     """Base class: an expected failure with a clear one-line message."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class UsageError(EtcdBackupError):
     """The command line or configuration is wrong."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
+
+
+class Degraded(EtcdBackupError):
+    """A check ran and found a problem: backups stale or missing, or an etcd member unhealthy."""
+
+    exit_code = ExitCode.DEGRADED
 
 
 class FormatError(EtcdBackupError):
@@ -45,5 +68,9 @@ class ToolError(EtcdBackupError):
     """An etcd tool (etcdutl/etcdctl) is missing or failed."""
 
 
-class RestoreRefused(EtcdBackupError):
+class Refused(EtcdBackupError):
+    """The operation would lose or disturb data; nothing was changed."""
+
+
+class RestoreRefused(Refused):
     """A restore would overwrite or disturb data; nothing was changed."""

@@ -251,7 +251,7 @@ class FrameOpener:
                                  "an encryption key is given (pass --allow-plaintext if you made it yourself)")
         if h.cipher == CIPHER_AES256GCM:
             if self._keyring is None:
-                raise UsageError("snapshot is encrypted: give the key with --key-file or --key-env")
+                raise UsageError("snapshot is encrypted: give the key with --encryption-key-file or --key-env")
             key = self._keyring.find(h.key_id)
             if key is None:
                 raise IntegrityError(

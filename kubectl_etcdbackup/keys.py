@@ -90,8 +90,9 @@ def decode_keyring(text: str | bytes, source: str) -> Keyring:
 def check_key_file_permissions(path: str) -> None:
     """Refuse a key file that users other than its owner could read, as ssh does with private keys.
 
-    The one layout allowed with group bits is Kubernetes' fsGroup: a Secret volume file owned by someone else
-    (root) whose group is one of this process's groups, read by a non-root process through that group.
+    The one layout allowed with group bits is Kubernetes' fsGroup: a Secret volume file whose group is one of this
+    process's own groups other than root's (the kubelet gives the pod's processes that group), so the only other
+    readers are this pod's own processes.
     """
     st = os.stat(path)  # follows the ..data symlinks of a Secret volume
     mode = stat.S_IMODE(st.st_mode)
@@ -100,7 +101,7 @@ def check_key_file_permissions(path: str) -> None:
             f"key file {path} is readable by others (mode {mode:04o}); chmod 600 it "
             "(or pass --allow-insecure-key-file)")
     if mode & 0o070:
-        fs_group = st.st_uid != os.geteuid() and st.st_gid in {os.getegid(), *os.getgroups()}
+        fs_group = st.st_gid != 0 and st.st_gid in {os.getegid(), *os.getgroups()}
         if not fs_group:
             raise EncryptionKeyError(
                 f"key file {path} is readable by its group (mode {mode:04o}); chmod 600 it "
@@ -109,9 +110,9 @@ def check_key_file_permissions(path: str) -> None:
 
 def load_keyring(key_file: str | None, key_env: str | None, *, allow_insecure_file: bool = False,
                  ) -> Keyring | None:
-    """The keyring from --key-file or --key-env (an env var NAME), or None when neither is given."""
+    """The keyring from a file (--encryption-key-file) or an env var NAME (--key-env); None when neither is given."""
     if key_file and key_env:
-        raise EncryptionKeyError("give the key with --key-file or --key-env, not both")
+        raise EncryptionKeyError("give the key with --encryption-key-file or --key-env, not both")
     if key_file:
         try:
             if not allow_insecure_file:

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EtcdBackupError, EtcdUnavailable, ToolError
@@ -17,6 +18,7 @@ from .etcd._proto import rpc_pb2, rpc_pb2_grpc
 from .etcd.client import EtcdClient
 from .etcd.tools import find_binary
 from .keys import generate_key
+from .manifest import SnapshotManifest
 
 _START_TIMEOUT = 20.0
 
@@ -97,3 +99,28 @@ def demo_cluster(keys: int) -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="etcdbackup-quickstart-") as tmp, local_etcd(Path(tmp)) as url:
         put_demo_keys(url, keys)
         yield url
+
+
+@dataclass
+class QuickstartReport:
+    etcd_url: str
+    key_file: Path
+    manifest: SnapshotManifest  # the new snapshot, verified by a test restore
+    snapshots: list[SnapshotManifest]  # the store's listing afterwards
+
+
+def run_quickstart(store_dir: str, keys: int) -> QuickstartReport:
+    """Start a local etcd with `keys` demo keys, back it up (encrypted, verified by a test restore) to a file
+    store in `store_dir` (a key file beside it is made on first use), and list that store."""
+    from .backup import BackupOptions, take_backup
+    from .catalog import list_snapshots
+    from .keys import load_keyring
+    from .stores import FileStore
+
+    directory = Path(store_dir).resolve()
+    key_file = ensure_demo_key(directory)
+    keyring = load_keyring(str(key_file), None)
+    store = FileStore(directory, create=True)
+    with demo_cluster(keys) as url:
+        m = take_backup(BackupOptions([url], store, keyring, verify="restore"))
+    return QuickstartReport(url, key_file, m, list_snapshots(store, keyring).snapshots)

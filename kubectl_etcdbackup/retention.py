@@ -40,6 +40,16 @@ class RetentionPolicy:
     def empty(self) -> bool:
         return not any(getattr(self, f.name) for f in fields(self))
 
+    def to_args(self) -> list[str]:
+        """The --keep-* flags that give this policy (for the same command run elsewhere)."""
+        args = ["--keep-last", str(self.keep_last)] if self.keep_last else []
+        if self.keep_within_seconds:
+            args += ["--keep-within", f"{self.keep_within_seconds:g}s"]
+        for b in _BUCKETS:
+            if getattr(self, b.field):
+                args += [f"--keep-{b.name}", str(getattr(self, b.field))]
+        return args
+
     def describe(self) -> str:
         """e.g. "within 1d, daily 7" (the rules that are on)."""
         parts = [f"last {self.keep_last}"] if self.keep_last else []

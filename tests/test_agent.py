@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -143,7 +145,7 @@ def test_exporter_serves_metrics_from_the_store(store_kind, request, etcd35_tls_
 
 def test_monitor_reports_stale_backup(etcd35_tls_cluster, file_store_url, tmp_path, capsys) -> None:
     r = run_cli(capsys, "agent", "monitor", "--store", file_store_url, "--max-age", "1h")
-    assert r.rc == 1 and "STALE: no verified backup" in r.out
+    assert r.rc == 3 and "STALE: no verified backup" in r.out
     key = write_key(tmp_path / "key")
     assert run_cli(capsys, *backup_args(etcd35_tls_cluster, file_store_url, key, "--verify", "hash")).rc == 0
     r = run_cli(capsys, "agent", "monitor", "--store", file_store_url, "--max-age", "1h")
@@ -152,7 +154,7 @@ def test_monitor_reports_stale_backup(etcd35_tls_cluster, file_store_url, tmp_pa
 
     time.sleep(1.1)
     r = run_cli(capsys, "agent", "monitor", "--store", file_store_url, "--max-age", "1s")
-    assert r.rc == 1 and r.out.startswith("STALE:") and "limit 1s" in r.out
+    assert r.rc == 3 and r.out.startswith("STALE:") and "limit 1s" in r.out
 
 
 def test_quickstart_as_documented(tmp_path) -> None:
@@ -208,6 +210,8 @@ def test_prune_removes_only_day_old_orphans(etcd35_tls_cluster, file_store_url, 
     old = tmp_store_dir / "etcd-20200101T000000000Z-dead.etcdbak"
     fresh = tmp_store_dir / (r.json()["id"][:-4] + "beef.etcdbak")  # made just now: may be a backup in flight
     old.write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))  # the age that counts is the object's own
     fresh.write_bytes(b"in flight")
     listed = run_cli(capsys, "list", "--store", file_store_url, "-o", "json")
     assert len(listed.json()) == 1 and "2 object(s) without a manifest" in listed.err

@@ -223,8 +223,8 @@ def test_sigterm_mid_upload_leaves_nothing(etcd_cluster_factory, tmp_store_dir, 
     assert status["failures_total"] == 1 and "interrupted" in status["last_failure_message"]
 
 
-@pytest.mark.parametrize("args,match", [(["list", "--bogus"], "Error: No such option: --bogus"),
-                                        (["agent", "backup"], "Error: Missing option '--store'")])
+@pytest.mark.parametrize("args,match", [(["list", "--bogus"], "error: No such option: --bogus"),
+                                        (["agent", "backup"], "error: Missing option '--store'")])
 def test_usage_errors_are_one_line_exit_2(args: list[str], match: str) -> None:
     from cli_helpers import run_cli_subprocess
 

@@ -142,7 +142,7 @@ def test_rendered_objects_pass_strict_kubernetes_schema(helm_env: dict[str, str]
     ({"store": {"type": "s3"}}, ["store.s3", "bucket is required"]),
     ({"store": {"type": "s3", "s3": {"bucket": "Not_A_Bucket"}}}, ["store.s3.bucket"]),
     ({"store": {"pvc": {"create": False}}}, ["store.pvc.name"]),
-    ({"retention": {"keepWithin": "1h30m"}}, ["retention.keepWithin"]),
+    ({"retention": {"keepWithin": "1.5h"}}, ["retention.keepWithin"]),
     ({"retention": {"keepDaily": 0}}, ["retention.keepDaily"]),
     ({"retention": {"count": 96}}, ["Additional property count is not allowed"]),
     ({"backup": {"commandTimeout": "ten minutes"}}, ["backup.commandTimeout"]),
@@ -307,14 +307,14 @@ def test_pods_mount_pki_files_alone_limit_scratch_and_guard_the_key(helm_env: di
     assert {"ephemeral-storage"} <= set(backup["resources"]["requests"]) & set(backup["resources"]["limits"])
     if "Deployment" in pods:
         (exporter,) = pods["Deployment"]["containers"]
-        assert exporter["args"] == ["--key-file", "/etc/etcdbackup/key/key"]
+        assert exporter["args"] == ["--encryption-key-file", "/etc/etcdbackup/key/key"]
 
 
 def test_retention_and_timeout_args(helm_env: dict[str, str], tmp_path: Path) -> None:
     def args(values: dict[str, Any]) -> list[str]:
         (cj,) = [o for o in template(helm_env, tmp_path, values) if o["kind"] == "CronJob"]
         a = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-        return a[a.index("--key-file") + 2:]
+        return a[a.index("--encryption-key-file") + 2:]
 
     assert args({})[:6] == ["--keep-within", "24h", "--keep-daily", "7", "--verify", "status"]
     assert args({})[-4:] == ["--command-timeout", "10m", "--idle-timeout", "30s"]
@@ -342,7 +342,7 @@ def test_helm_test_pod_verifies_latest_with_the_key(helm_env: dict[str, str], tm
         (c,) = pod["spec"]["containers"]
         assert c["command"] == ["kubectl-etcdbackup", "verify", "latest"]
         args = c["args"]
-        assert args[args.index("--key-file") + 1] == "/etc/etcdbackup/key/key"
+        assert args[args.index("--encryption-key-file") + 1] == "/etc/etcdbackup/key/key"
         store = args[args.index("--store") + 1]
         if name == "s3":
             assert store == "s3://etcd-backups/prod/cluster-1" and "--s3-endpoint-url" in args
@@ -366,7 +366,7 @@ def test_test_pod_args_parse_with_the_cli(helm_env: dict[str, str], tmp_path: Pa
     (c,) = pod["spec"]["containers"]
     group: Any = typer.main.get_command(cli.app)
     ctx = group.commands[c["command"][1]].make_context("verify", c["command"][2:] + c["args"])
-    assert ctx.params["key_file"] == "/etc/etcdbackup/key/key"
+    assert ctx.params["encryption_key_file"] == "/etc/etcdbackup/key/key"
 
 
 def test_prometheus_rule_alerts(helm_env: dict[str, str], tmp_path: Path) -> None:
@@ -392,6 +392,10 @@ def test_prometheus_rule_alerts(helm_env: dict[str, str], tmp_path: Path) -> Non
     exprs = {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}
     assert exprs["EtcdBackupTooOld"].endswith("> 3600")
     assert exprs["EtcdDbSizeNearQuota"] == "(etcd_mvcc_db_total_size_in_bytes / etcd_server_quota_backend_bytes) > 0.8"
+    # Durations in several whole units, as the plugin takes them: the helper adds them up.
+    objs = template(helm_env, tmp_path, {"prometheusRule": {"enabled": True}, "monitor": {"maxAge": "1h30m"}})
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    assert {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}["EtcdBackupTooOld"].endswith("> 5400")
 
 
 def test_notes_render(helm_env: dict[str, str], tmp_path: Path) -> None:

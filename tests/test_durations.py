@@ -43,7 +43,8 @@ def test_format_is_compact_and_parses_back(secs: float, text: str) -> None:
 def test_manifest_options_take_the_same_durations_as_the_agent() -> None:
     """Before: manifests allowed one unit only (1h30m failed there while `prune --retain-age 1h30m` worked)."""
     assert duration_seconds("1h30m") == 5400
-    validate_options(ManifestOptions(max_age="1h30m", keep_within="1.5d", idle_timeout="90s", command_timeout="9m30s"))
-    for bad in ("0h", "0", "soon", "-1h"):
+    validate_options(ManifestOptions(max_age="1h30m", keep_within="1d12h", idle_timeout="90s", command_timeout="9m30s"))
+    # What goes to the cluster is also what the chart computes with: whole units only.
+    for bad in ("0h", "0", "soon", "-1h", "1.5d", "500ms"):
         with pytest.raises(ManifestError, match="invalid duration"):
             duration_seconds(bad)

@@ -1,9 +1,11 @@
-"""`kubectl etcdbackup manifests|install|now|list|status|restore --plan|snapshot get` end to end: real kubectl
-(plugin discovery) -> the plugin -> the real `kubernetes` client -> the fake API server; the kubelet simulator
-runs the backup Job's container (the real agent) against a real 3-member etcd 3.5 cluster with mTLS."""
+"""End to end through several commands at once (`install`, `now`, `list`, `status`, `restore --plan`, `snapshot
+get`): real kubectl (plugin discovery) -> the plugin -> the real `kubernetes` client -> the fake API server; the
+kubelet simulator runs the backup Job's container (the real agent) against a real 3-member etcd 3.5 cluster with
+mTLS. Each command's own tests are in tests/test_<command>_cmd.py."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from infra.certs import TLSCerts
 from infra.etcd_binaries import EtcdBinaries
 from infra.etcd_cluster import EtcdCluster
 from infra.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
+from k8s_agent import EXE, etcd_args, install, kubelet, tool_path
 from k8s_fake import FakeKubeServer, KubeletSimulator, LocalExec
 from k8s_helpers import (
     PKI,
@@ -28,16 +31,12 @@ from k8s_helpers import (
     run_plugin,
 )
 
-from kubectl_etcdbackup.k8s.manifests import ManifestOptions, render_manifests, to_yaml
-
 pytestmark = [needs_kubectl, pytest.mark.timeout(180)]
-EXE = {"kubectl-etcdbackup": str(PLUGIN)}
 
 
 @pytest.fixture(scope="module")
 def path(etcd_bins_35: EtcdBinaries) -> str:
-    """PATH of the simulated containers: the real etcd 3.5 tools (etcdutl, etcdctl), as in the image."""
-    return f"{etcd_bins_35.etcdutl.parent}:/usr/bin:/bin"  # type: ignore[union-attr]
+    return tool_path(etcd_bins_35)
 
 
 @pytest.fixture(scope="module")
@@ -50,65 +49,10 @@ def env(kubeconfig: Path, tmp_path: Path) -> dict[str, str]:
     return plugin_env(kubeconfig, tmp_path)
 
 
-@pytest.fixture
-def kubelet(kube: FakeKubeServer, pki: Path, path: str, tmp_path: Path) -> Iterator[KubeletSimulator]:
-    """Runs Jobs as local processes; /etc/kubernetes/pki/etcd on the "node" is the test PKI."""
-    with KubeletSimulator(kube, path_map={PKI: str(pki)}, executables=EXE, path=path,
-                          workdir=tmp_path / "kubelet", job_timeout=120) as sim:
+@pytest.fixture(name="kubelet")
+def kubelet_fixture(kube: FakeKubeServer, pki: Path, path: str, tmp_path: Path) -> Iterator[KubeletSimulator]:
+    with kubelet(kube, pki, path, tmp_path / "kubelet") as sim:
         yield sim
-
-
-def install(env: dict[str, str], ns: str, *args: str) -> str:
-    r = run_plugin(env, "install", "-n", ns, *args)
-    assert r.rc == 0, r
-    return r.out
-
-
-def etcd_args(cluster: EtcdCluster) -> list[str]:
-    return ["--etcd-endpoints", ",".join(cluster.endpoints)]
-
-
-# ------------------------------------------------------------------------------------------------ manifests
-def test_manifests_prints_render_manifests_as_yaml(env: dict[str, str]) -> None:
-    r = run_plugin(env, "manifests", "--store", "s3://bkt/etcd", "--schedule", "*/5 * * * *", "--image",
-                   "example.com/agent:1.2.3", "-n", "ops", "--s3-secret", "creds", "--no-exporter")
-    assert r.rc == 0, r
-    want = render_manifests(ManifestOptions(store="s3://bkt/etcd", schedule="*/5 * * * *", namespace="ops",
-                                            image="example.com/agent:1.2.3", s3_existing_secret="creds",
-                                            exporter_enabled=False))
-    assert r.out == to_yaml(want)
-    assert [d["kind"] for d in yaml.safe_load_all(r.out)] == [o["kind"] for o in want]
-    bad = run_plugin(env, "manifests", "--schedule", "every minute")
-    assert bad.rc == 2 and bad.err.count("\n") == 1 and "schedule" in bad.err
-
-
-def test_install_is_idempotent(env: dict[str, str], kube: FakeKubeServer) -> None:
-    first = install(env, "idem", "--generate-key")
-    assert "namespace/idem created" in first and "cronjob/etcd-backup created" in first
-    objs = render_manifests(ManifestOptions(namespace="idem"))
-    kinds = {"Namespace": "namespaces", "ServiceAccount": "serviceaccounts", "ConfigMap": "configmaps",
-             "PersistentVolumeClaim": "persistentvolumeclaims", "CronJob": "cronjobs", "Deployment": "deployments",
-             "Service": "services"}
-
-    def versions() -> dict[str, str]:
-        out = {}
-        for o in objs:
-            live = kube.get(kinds[o["kind"]], o["metadata"]["name"], o["metadata"].get("namespace"))
-            assert live is not None, o["kind"]
-            out[o["kind"]] = live["metadata"]["resourceVersion"]
-        return out
-
-    before = versions()
-    key = kube.get("secrets", "etcd-backup-key", "idem")["data"]["key"]
-    second = run_plugin(env, "install", "-n", "idem", "--generate-key")
-    assert second.rc == 0, second
-    assert second.out.splitlines() == [f"{o['kind'].lower()}/{o['metadata']['name']} unchanged" for o in objs]
-    assert versions() == before
-    assert kube.get("secrets", "etcd-backup-key", "idem")["data"]["key"] == key  # never replaced
-    assert any("fieldManager=kubectl-etcdbackup" in r and "force=true" in r for r in kube.requests)
-    changed = run_plugin(env, "install", "-n", "idem", "--schedule", "0 * * * *")
-    assert changed.rc == 0 and "cronjob/etcd-backup configured" in changed.out, changed
-    assert kube.get("cronjobs", "etcd-backup", "idem")["spec"]["schedule"] == "0 * * * *"
 
 
 # ------------------------------------------------------------------------------------------------ file store (PVC)
@@ -134,13 +78,19 @@ def test_now_list_status_and_plan_with_a_pvc_store(env: dict[str, str], kube: Fa
 
     # list: exec (argv, no shell) in the exporter pod that mounts the PVC
     exporter = exporter_pod(kube, ns)["metadata"]["name"]
-    kube.set_exec_handler(LocalExec(path=path, path_map={"/backups": str(claim)}, executables=EXE), namespace=ns)
+    key_dir = tmp_path / "key"  # the exporter pod's mount of the key Secret
+    key_dir.mkdir()
+    (key_dir / "key").write_bytes(base64.b64decode(kube.get("secrets", "etcd-backup-key", ns)["data"]["key"]))
+    (key_dir / "key").chmod(0o600)
+    kube.set_exec_handler(LocalExec(path=path, path_map={"/backups": str(claim), "/etc/etcdbackup/key": str(key_dir)},
+                                    executables=EXE), namespace=ns)
     r = run_plugin(env, "list", "-n", ns, "-o", "json")
     assert r.rc == 0, r
     assert [s["id"] for s in json.loads(r.out)] == [sid]
     call = kube.exec_calls[-1]
-    assert (call.pod, call.command) == (exporter, ["kubectl-etcdbackup", "list", "--store", "file:///backups",
-                                                   "-o", "json"])
+    assert (call.pod, call.command) == (exporter, ["kubectl-etcdbackup", "list", "-o", "json", "--store",
+                                                   "file:///backups", "--encryption-key-file",
+                                                   "/etc/etcdbackup/key/key"])
     table = run_plugin(env, "list", "-n", ns)
     assert table.rc == 0 and sid in table.out and "file:///backups" in table.err, table
 
@@ -159,7 +109,8 @@ def test_now_list_status_and_plan_with_a_pvc_store(env: dict[str, str], kube: Fa
     etcd_calls = [c for c in kube.exec_calls if c.namespace == "kube-system"]
     assert {c.pod for c in etcd_calls} == {"etcd-cp0", "etcd-cp1", "etcd-cp2"}
     assert all(c.command[0] == "etcdctl" and c.command[-2:] == ["-w", "json"] for c in etcd_calls)
-    assert kube.exec_calls[-1].command == ["kubectl-etcdbackup", "agent", "catalog", "--store", "file:///backups"]
+    assert kube.exec_calls[-1].command == ["kubectl-etcdbackup", "agent", "catalog", "--store", "file:///backups",
+                                           "--encryption-key-file", "/etc/etcdbackup/key/key"]
 
     # restore --plan: 'latest' resolved through the cluster's store, members from the pods
     plan = run_plugin(env, "restore", "latest", "--plan", "-n", ns, "--write-dir", tmp_path / "runbook")
@@ -176,34 +127,6 @@ def test_now_list_status_and_plan_with_a_pvc_store(env: dict[str, str], kube: Fa
     readers = [x for x in kubelet.runs if "-reader-" in x.job]
     assert readers and readers[-1].exit_code == 0
     assert not [j for j in kube.list("jobs", ns) if "-reader-" in j["metadata"]["name"]]
-
-
-def test_failed_job_exits_non_zero_with_the_log_tail(env: dict[str, str], kube: FakeKubeServer,
-                                                     kubelet: KubeletSimulator,
-                                                     etcd35_tls_cluster: EtcdCluster) -> None:
-    ns = "failing"
-    install(env, ns, *etcd_args(etcd35_tls_cluster))
-    kube.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "etcd-backup-key", "namespace": ns},
-                 "stringData": {"key": "not a key"}})
-    r = run_plugin(env, "now", "-n", ns, "--no-logs", "--timeout", "60s")
-    assert r.rc == 1, r
-    last = r.err.strip().splitlines()[-1]
-    assert last.startswith(f"error: backup job {ns}/etcd-backup-manual-") and "BackoffLimitExceeded" in last
-    assert "key" in last.split("BackoffLimitExceeded")[1]  # the agent's own error line
-    assert "--- last log lines of pod" in r.err and r.out == ""
-
-
-def test_no_wait_and_timeout(env: dict[str, str], kube: FakeKubeServer) -> None:
-    ns = "nowait"
-    install(env, ns, "--generate-key")
-    r = run_plugin(env, "now", "-n", ns, "--no-wait")
-    assert r.rc == 0 and r.out.strip().startswith("etcd-backup-manual-"), r
-    assert kube.get("jobs", r.out.strip(), ns) is not None
-    r = run_plugin(env, "now", "-n", ns, "--timeout", "2s")  # no kubelet: the Job never runs
-    assert r.rc == 1 and r.err.strip().splitlines()[-1].startswith("error: job nowait/etcd-backup-manual-"), r
-    assert "did not finish in time" in r.err
-    for job in kube.list("jobs", ns):  # not for the kubelet simulators of later tests
-        kube.delete("jobs", job["metadata"]["name"], ns, propagation="Background")
 
 
 # ------------------------------------------------------------------------------------------------ S3 store
@@ -233,8 +156,6 @@ def test_now_list_and_get_with_an_s3_store(env: dict[str, str], kube: FakeKubeSe
     # snapshot get falls back to the cluster's (S3) store
     key = tmp_path / "key"
     key.write_text(kube.get("secrets", "etcd-backup-key", ns)["data"]["key"])
-    import base64
-
     key.write_bytes(base64.b64decode(key.read_text()))
     key.chmod(0o600)  # like ssh: a key file others can read is refused
     out = tmp_path / "snap.db"

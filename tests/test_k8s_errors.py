@@ -104,4 +104,4 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
     err = one_line_error(run_plugin(env, "restore", "latest", "--store", "file:///tmp/x"), rc=2)
     assert "missing option(s) --data-dir, --name, --initial-cluster, --initial-advertise-peer-urls" in err
     assert one_line_error(run_plugin(env, "now", "--timeout", "soon"), rc=2).startswith("error: --timeout:")
-    assert "unknown output format" in one_line_error(run_plugin(env, "status", "-o", "xml"), rc=2)
+    assert "'xml' is not one of 'table', 'json', 'yaml'" in one_line_error(run_plugin(env, "status", "-o", "xml"), rc=2)

@@ -7,16 +7,13 @@ import functools
 import json
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate.utils as kv_utils
 import pytest
-import yaml
 from infra.k8s_schema import k8s_validate_all_versions
 from k8s_helpers import etcd_pod
 
-from kubectl_etcdbackup.cli.k8s import key_secret, manifest_options
 from kubectl_etcdbackup.errors import UsageError
 from kubectl_etcdbackup.k8s.etcd_pods import DEFAULT_QUOTA_BYTES, member_from_pod, members_from_pods, parse_flags
 from kubectl_etcdbackup.k8s.etcd_status import member_status, warnings_for
@@ -24,7 +21,6 @@ from kubectl_etcdbackup.k8s.jobs import (
     INSTANTIATE_ANNOTATION,
     backup_result,
     create_unique,
-    extract_json,
     job_outcome,
     manual_job,
     reader_job,
@@ -33,6 +29,8 @@ from kubectl_etcdbackup.k8s.manifests import ManifestOptions, cron_job
 from kubectl_etcdbackup.k8s.runbook import NODE_PHASES, RunbookOptions, build_runbook
 from kubectl_etcdbackup.k8s.store_config import SecretRef, store_from_cronjob
 from kubectl_etcdbackup.manifest import SnapshotManifest
+from kubectl_etcdbackup.textutil import extract_json
+from kubectl_etcdbackup.usecases.install import key_secret
 
 if not hasattr(kv_utils.schema_contents, "cache_info"):  # the schemas are big: read each once
     kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
@@ -141,6 +139,10 @@ def test_store_settings_from_the_installed_cronjob() -> None:
     f = store_from_cronjob(installed_cronjob())
     assert (f.url, f.claim, f.mount_path, f.is_s3) == ("file:///backups", "etcd-backup-data", "/backups", False)
     assert f.key_secret == SecretRef("etcd-backup-key", "key") and f.aws_secret_env == {}
+    old = installed_cronjob()  # installed by a release whose agent flag was --key-file
+    args = old["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args[args.index("--encryption-key-file")] = "--key-file"
+    assert store_from_cronjob(old).key_secret == SecretRef("etcd-backup-key", "key")
     s3 = store_from_cronjob(installed_cronjob(store="s3://bkt/etcd", s3_endpoint_url="http://minio:9000",
                                               s3_region="eu-west-1", s3_existing_secret="s3-creds"))
     assert (s3.url, s3.s3_endpoint_url, s3.s3_region, s3.claim) == ("s3://bkt/etcd", "http://minio:9000",
@@ -231,8 +233,8 @@ def test_runbook_order_flags_token_and_scripts() -> None:
     for i, node in enumerate(["cp0", "cp1", "cp2"]):
         (cmd,) = restore[node]
         assert cmd == (f"kubectl-etcdbackup restore {snap.id} --store s3://bkt/etcd --s3-endpoint-url "
-                       f"http://minio:9000 --key-file /etc/kubernetes/etcdbackup.key --name {node} --data-dir "
-                       f"/var/lib/etcd --initial-cluster {cluster} --initial-advertise-peer-urls "
+                       f"http://minio:9000 --encryption-key-file /etc/kubernetes/etcdbackup.key --name {node} "
+                       f"--data-dir /var/lib/etcd --initial-cluster {cluster} --initial-advertise-peer-urls "
                        f"https://{IPS[i]}:2380 --initial-cluster-token restore-{snap.id} --move-aside")
     text = book.text()
     assert text.count(f"--initial-cluster-token restore-{snap.id}") == 3 and "latest" not in text
@@ -265,15 +267,3 @@ def test_runbook_file_store_external_apiservers_and_warnings() -> None:
     with pytest.raises(UsageError, match="not unique"):
         build_runbook(members + members[:1], snapshot(), [], RunbookOptions(store_url="file:///b"))
 
-
-# ----------------------------------------------------------------------------------------------- options
-def test_manifest_options_from_file_and_flags(tmp_path: Path) -> None:
-    f = tmp_path / "values.yaml"
-    f.write_text(yaml.safe_dump({"schedule": "0 * * * *", "keep_last": 5, "namespace": "ops"}))
-    opts = manifest_options(str(f), schedule="*/5 * * * *", etcd_endpoints="https://a:2379, https://b:2379",
-                            store=None)
-    assert (opts.schedule, opts.keep_last, opts.namespace) == ("*/5 * * * *", 5, "ops")
-    assert opts.etcd_endpoints == ["https://a:2379", "https://b:2379"] and opts.store == "file:///backups"
-    f.write_text("bogus_option: 1\n")
-    with pytest.raises(UsageError, match="unknown option"):
-        manifest_options(str(f))

@@ -158,7 +158,7 @@ def test_encryption_key_only_as_a_mounted_file(variant: str) -> None:
     objs = render_manifests(opts)
     pod = backup_pod(objs)
     (c,) = pod["containers"]
-    assert flag(c["args"], "--key-file") == "/etc/etcdbackup/key/key"
+    assert flag(c["args"], "--encryption-key-file") == "/etc/etcdbackup/key/key"
     assert "--key-env" not in c["args"] and "--no-encryption" not in c["args"]
     key_vol = next(v for v in pod["volumes"] if v["name"] == "encryption-key")
     # The agent refuses a key file others can read: 0400 for root; 0440 with an fsGroup for a non-root user.
@@ -216,10 +216,11 @@ def test_scratch_dirs_are_size_limited(variant: str) -> None:
 
 def test_retention_and_timeout_flags() -> None:
     args = backup_pod(render_manifests())["containers"][0]["args"]
-    assert args[args.index("--key-file") + 2:args.index("--verify")] == ["--keep-within", "24h", "--keep-daily", "7"]
+    retention = args[args.index("--encryption-key-file") + 2:args.index("--verify")]
+    assert retention == ["--keep-within", "24h", "--keep-daily", "7"]
     assert flag(args, "--command-timeout") == "10m" and flag(args, "--idle-timeout") == "30s"
     args = backup_pod(render_manifests(VARIANTS["everything"]))["containers"][0]["args"]
-    assert args[args.index("--key-file") + 2:args.index("--verify")] == [
+    assert args[args.index("--encryption-key-file") + 2:args.index("--verify")] == [
         "--keep-last", "10", "--keep-hourly", "24", "--keep-weekly", "4", "--keep-monthly", "12"]
     assert flag(args, "--command-timeout") == "20m" and flag(args, "--idle-timeout") == "1m"
     none = ManifestOptions(keep_within=None, keep_daily=None)  # every rule off: the agent deletes nothing
@@ -282,7 +283,8 @@ def test_exporter_reads_the_store_as_non_root(variant: str) -> None:
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
     pod = tmpl["spec"]
     (c,) = pod["containers"]
-    assert c["command"] == ["kubectl-etcdbackup", "agent", "exporter"] and c["args"] == ["--key-file", m.KEY_FILE]
+    assert c["command"] == ["kubectl-etcdbackup", "agent", "exporter"]
+    assert c["args"] == ["--encryption-key-file", m.KEY_FILE]
     assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
     assert c["ports"] == [{"name": "metrics", "containerPort": 9101, "protocol": "TCP"}]
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -409,7 +411,7 @@ def test_backup_args_parse_with_the_agent_cli(variant: str) -> None:
     cmd = _cli_command(*c["command"][1:])
     ctx = cmd.make_context("backup", list(c["args"]))
     store = m.parse_store(VARIANTS[variant].store)
-    assert ctx.params["store"] == store.url and ctx.params["key_file"] == "/etc/etcdbackup/key/key"
+    assert ctx.params["store"] == store.url and ctx.params["encryption_key_file"] == "/etc/etcdbackup/key/key"
 
 
 def test_exporter_config_is_read_by_the_agent_cli(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -419,7 +421,7 @@ def test_exporter_config_is_read_by_the_agent_cli(monkeypatch: pytest.MonkeyPatc
     c = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     cmd = _cli_command(*c["command"][1:])
     ctx = cmd.make_context("exporter", list(c["args"]))
-    assert ctx.params["key_file"] == m.KEY_FILE
+    assert ctx.params["encryption_key_file"] == m.KEY_FILE
     assert ctx.params["store"] == "s3://etcd-backups/cluster-1"
     assert ctx.params["listen"] == "0.0.0.0:9101" and ctx.params["max_age"] == "1h"
     assert ctx.params["s3_endpoint_url"] == "https://minio.example:9000" and ctx.params["s3_region"] == "eu-west-1"

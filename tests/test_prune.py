@@ -119,10 +119,16 @@ def test_old_temp_files_and_day_old_orphans_go_young_ones_stay(etcd35_tls_cluste
     os.utime(old_tmp, (two_hours_ago, two_hours_ago))
     orphan = tmp_store_dir / "etcd-20200101T000000000Z-dead.etcdbak"
     orphan.write_bytes(b"killed before its manifest")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(orphan, (two_days_ago, two_days_ago))
+    # An import names its object after the snapshot's original (old) time and writes the manifest only after
+    # verifying it: written just now, it is in flight whatever its id says.
+    importing = tmp_store_dir / "etcd-20190101T000000000Z-0imp.etcdbak"
+    importing.write_bytes(b"being verified")
     report = run_prune(PruneOptions(open_store(file_store_url), load_keyring(str(key), None),
                                     RetentionPolicy(keep_last=5)))
     assert report.leftovers_removed == [old_tmp.name] and report.deleted == [orphan.name]
-    assert not old_tmp.exists() and young_tmp.exists() and not orphan.exists()
+    assert not old_tmp.exists() and young_tmp.exists() and not orphan.exists() and importing.exists()
     assert {r.kind for r in report.rows} == {"snapshot", "orphan", "temp-file"}
 
 

@@ -160,3 +160,24 @@ def test_rotate_key_file_keeps_old_keys_first_is_new(tmp_path) -> None:
     rotate_key_file(str(f), keep=1)
     ring2 = load_keyring(str(f), None)
     assert ring2 is not None and ring2.ids[1] == new_id and len(ring2.keys) == 2
+
+
+def test_group_readable_key_is_accepted_only_through_an_fs_group(tmp_path) -> None:
+    """Kubernetes' fsGroup layout (group = a group the process has, 0440) passes; the same file read by a process
+    without that group, or a group-readable file of group root, is refused."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "key"
+    f.write_text(generate_key() + "\n")
+    f.chmod(0o440)
+    os.chown(f, 0, 65532)
+    code = f"from kubectl_etcdbackup.keys import load_keyring; load_keyring({str(f)!r}, None)"
+    as_pod = subprocess.run([sys.executable, "-c", code], extra_groups=[*os.getgroups(), 65532], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert as_pod.returncode == 0, as_pod.stderr
+    outsider = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert outsider.returncode != 0 and "readable by its group" in outsider.stderr
+    os.chown(f, 0, 0)
+    with pytest.raises(EncryptionKeyError, match="readable by its group"):
+        load_keyring(str(f), None)

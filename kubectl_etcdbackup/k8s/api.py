@@ -204,7 +204,8 @@ class Kube:
         resp = self.api.call_api(*req, _request_timeout=timeout)
         if not 200 <= resp.status <= 299:
             resp.read()
-            raise ApiException.from_response(http_resp=resp, body=resp.data.decode(errors="replace"), data=None)
+            raise ApiException.from_response(http_resp=resp, body=(resp.data or b"").decode(errors="replace"),
+                                             data=None)
         return resp
 
     def _request(self, method: str, path: str, query: list[tuple[str, str]] | None = None, body: Any = None,

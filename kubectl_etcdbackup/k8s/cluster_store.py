@@ -7,21 +7,22 @@ argv only: the image has no shell), or, when none runs or exec is forbidden, in 
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
-from ..catalog import list_snapshots, warn_problems
+from ..defaults import AWS_CREDENTIAL_KEYS
 from ..errors import EtcdBackupError, StoreError, UsageError
 from ..manifest import SnapshotManifest
 from ..stores import Store
+from ..textutil import extract_json, last_line
 from .api import AlreadyExists, Forbidden, Kube, KubeError, NotFound, NotInstalled
 from .follow import follow_job
-from .jobs import create_unique, extract_json, reader_job
+from .jobs import command_job, create_unique, reader_job
+from .manifests import KEY_FILE
 from .store_catalog import Catalog, catalog_of, manifests_from_json
-from .store_config import AWS_ENV, ClusterStore, store_from_cronjob
+from .store_config import ClusterStore, store_from_cronjob
 
 CRONJOB_SELECTOR = "app.kubernetes.io/name=etcd-backup,app.kubernetes.io/component=backup"
 EXPORTER_SELECTOR = "app.kubernetes.io/name=etcd-backup,app.kubernetes.io/component=exporter"
@@ -59,7 +60,7 @@ def _secret_credentials(kube: Kube, cfg: ClusterStore) -> dict[str, str]:
     creds: dict[str, str] = {}
     for secret in cfg.aws_env_from:
         data = kube.read_secret(cfg.namespace, secret)
-        creds.update({k: v.decode() for k, v in data.items() if k in AWS_ENV})
+        creds.update({k: v.decode() for k, v in data.items() if k in AWS_CREDENTIAL_KEYS})
     cache: dict[str, dict[str, bytes]] = {}
     for var, ref in cfg.aws_secret_env.items():
         if ref.name not in cache:
@@ -75,9 +76,8 @@ def _secret_credentials(kube: Kube, cfg: ClusterStore) -> dict[str, str]:
 def open_s3(kube: Kube, cfg: ClusterStore) -> Store:
     """The CronJob's S3 store, opened from here."""
     import boto3
-    from botocore.config import Config
 
-    from ..stores.s3_store import S3Store
+    from ..stores.s3_store import S3Store, s3_client
 
     session = boto3.session.Session()
     if session.get_credentials() is None:
@@ -87,10 +87,7 @@ def open_s3(kube: Kube, cfg: ClusterStore) -> Store:
                                             aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
                                             aws_session_token=creds.get("AWS_SESSION_TOKEN"))
     u = urlparse(cfg.url)
-    s3 = session.client("s3", endpoint_url=cfg.s3_endpoint_url, region_name=cfg.s3_region,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10,
-                                      read_timeout=60))
-    return S3Store(u.netloc, u.path, client=s3)
+    return S3Store(u.netloc, u.path, client=s3_client(cfg.s3_endpoint_url, cfg.s3_region, session))
 
 
 # ---------------------------------------------------------------------------------------- file store on a PVC
@@ -109,76 +106,70 @@ def _exporter_target(kube: Kube, cfg: ClusterStore) -> tuple[str, str, str] | No
     return None
 
 
-def run_on_store(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, command: list[str],
-                 options: list[str], timeout: float = READ_TIMEOUT) -> str:
-    """Run `kubectl-etcdbackup <command> --store <file store> <options>` next to the PVC; returns its output
-    (the store URL is the path where the chosen pod mounts the volume)."""
+def run_on_store(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, argv: list[str], notes: list[str], *,
+                 write: bool = False, timeout: float = READ_TIMEOUT) -> str:
+    """Run `kubectl-etcdbackup <argv> --store <file store> --encryption-key-file <key>` next to the PVC; returns
+    its stdout (the store URL is the path where the chosen pod mounts the volume). Reads run in the exporter pod
+    (exec, argv only) or else in an unprivileged read-only Job; `write` runs it in a Job made from the CronJob's
+    own pod (the backup's access to the volume). What the command and the plugin have to say goes into `notes`."""
     if not cfg.claim:
         raise UsageError(f"the store {cfg.url} of CronJob {cfg.cronjob} is not on a PersistentVolumeClaim the "
                          "plugin can find; pass --store")
-    target = _exporter_target(kube, cfg)
+    target = None if write else _exporter_target(kube, cfg)
     if target is not None:
         pod, container, url = target
         try:
-            argv = ["kubectl-etcdbackup", *command, "--store", url, *options]
-            r = kube.exec(cfg.namespace, pod, container, argv, timeout)
+            r = kube.exec(cfg.namespace, pod, container, ["kubectl-etcdbackup", *argv, "--store", url, *_KEY_ARGS],
+                          timeout)
         except Forbidden:
-            print(f"warning: no RBAC permission to exec in pod {pod}; reading the store with a Job instead",
-                  file=sys.stderr)
+            notes.append(f"no RBAC permission to exec in pod {pod}; reading the store with a Job instead")
         else:
-            for line in r.stderr.splitlines():
-                print(line, file=sys.stderr)
+            notes += [ln for ln in r.stderr.splitlines() if ln.strip()]
             if r.exit_code != 0:
-                raise StoreError(f"reading {url} in pod {cfg.namespace}/{pod} failed (exit {r.exit_code}): "
-                                 + (_last_line(r.stderr) or _last_line(r.stdout) or "no output"))
+                raise StoreError(f"`{' '.join(argv[:2])}` on {url} in pod {cfg.namespace}/{pod} failed (exit "
+                                 f"{r.exit_code}): " + (last_line(r.stderr) or last_line(r.stdout) or "no output"))
             return r.stdout
-    return _run_reader_job(kube, cronjob, cfg, [*command, "--store", cfg.url, *options], timeout)
+    return _run_job(kube, cronjob, cfg, [*argv, "--store", cfg.url, *_KEY_ARGS], notes, write, timeout)
 
 
-def _run_reader_job(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, argv: list[str],
-                    timeout: float) -> str:
+_KEY_ARGS = ["--encryption-key-file", KEY_FILE]  # every pod of ours that mounts the store mounts the key there too
+
+
+def _run_job(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, argv: list[str], notes: list[str],
+             write: bool, timeout: float) -> str:
     now = datetime.now(UTC)
-    job = create_unique(lambda j: kube.create_job(cfg.namespace, j), lambda u: reader_job(cronjob, cfg, argv, now, u),
-                        AlreadyExists)
+    make = (lambda u: command_job(cronjob, argv, now, u)) if write else (lambda u: reader_job(cronjob, cfg, argv,
+                                                                                              now, u))
+    job = create_unique(lambda j: kube.create_job(cfg.namespace, j), make, AlreadyExists)
     name = job["metadata"]["name"]
-    print(f"no running exporter pod mounts PVC {cfg.claim}: reading it with job {cfg.namespace}/{name} "
-          f"(up to {timeout:.0f}s)", file=sys.stderr)
+    notes.append(f"running `{' '.join(argv[:2])}` next to PVC {cfg.claim} in job {cfg.namespace}/{name} "
+                 f"(up to {timeout:.0f}s)")
     try:
         end = follow_job(kube, cfg.namespace, name, time.monotonic() + timeout)
         log = kube.pod_log(cfg.namespace, end.pods[-1]["metadata"]["name"]) if end.pods else ""
         if not end.succeeded:
-            raise StoreError(f"store reader job {cfg.namespace}/{name} failed ({end.detail}): "
-                             + (_last_line(log) or "no output"))
+            raise StoreError(f"job {cfg.namespace}/{name} failed ({end.detail}): " + (last_line(log) or "no output"))
         return log
     finally:
         try:
             kube.delete_job(cfg.namespace, name)
         except (KubeError, EtcdBackupError) as e:  # it expires by itself (ttlSecondsAfterFinished)
-            print(f"warning: cannot delete job {name}: {e}", file=sys.stderr)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+            notes.append(f"cannot delete job {name}: {e}")
 
 
 # ---------------------------------------------------------------------------------------- what commands read
-def read_snapshots(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore) -> list[SnapshotManifest]:
-    """The snapshots of the cluster's store, newest first."""
-    if cfg.is_s3:
-        listing = list_snapshots(open_s3(kube, cfg))
-        warn_problems(listing)
-        return listing.snapshots
-    out = run_on_store(kube, cronjob, cfg, ["list"], ["-o", "json"])
+def read_snapshots(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, notes: list[str]) -> list[SnapshotManifest]:
+    """The snapshots of the cluster's file store (as the agent in the cluster judged them), newest first."""
+    out = run_on_store(kube, cronjob, cfg, ["list", "-o", "json"], notes)
     items = extract_json(out, "[")
     if not isinstance(items, list):
-        raise StoreError(f"unexpected output of `kubectl-etcdbackup list` in the cluster: {_last_line(out)!r}")
+        raise StoreError(f"unexpected output of `kubectl-etcdbackup list` in the cluster: {last_line(out)!r}")
     return manifests_from_json(items)
 
 
-def read_catalog(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore) -> Catalog:
+def read_catalog(kube: Kube, cronjob: dict[str, Any], cfg: ClusterStore, notes: list[str]) -> Catalog:
     """Snapshots and the agent's run record of the cluster's store."""
     if cfg.is_s3:
         return catalog_of(open_s3(kube, cfg))
-    out = run_on_store(kube, cronjob, cfg, ["agent", "catalog"], [])
+    out = run_on_store(kube, cronjob, cfg, ["agent", "catalog"], notes)
     return Catalog.from_json(extract_json(out, "{"))

@@ -1,12 +1,16 @@
-"""etcd members as their pod specs describe them (pure): flags, node paths, and the etcdctl argv to run inside.
+"""etcd members as their pod specs describe them (pure): flags, node paths, the image, and the etcdctl argv to
+run inside; the server nodes as the Node objects describe them; and which distribution runs the cluster.
 
 Fits kubeadm's static pods (flags in `command`, data and certs on hostPath volumes) and anything else that
-passes etcd its flags as `--flag=value`, `--flag value` or `ETCD_*` environment variables.
+passes etcd its flags as `--flag=value`, `--flag value` or `ETCD_*` environment variables. k3s runs etcd inside
+its own process (no etcd pods); RKE2 runs it as a static pod that rke2-server writes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +43,12 @@ class EtcdMember:
     static_pod: bool  # mirror pod of a static pod manifest (kubeadm)
     mounts: tuple[tuple[str, str], ...] = ()  # (mountPath, hostPath) of hostPath volumes
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    image: str = ""  # the etcd container's image, e.g. registry.k8s.io/etcd:3.5.21-0
+
+    @property
+    def image_version(self) -> tuple[int, int, int] | None:
+        """etcd's version from the image tag (3.5.21-0 -> (3, 5, 21)); None when the tag does not say."""
+        return image_etcd_version(self.image)
 
     @property
     def client_url(self) -> str:
@@ -140,7 +150,7 @@ def member_from_pod(pod: dict[str, Any]) -> EtcdMember:
         peer_urls=_urls(flags.get("initial-advertise-peer-urls")) or ("http://localhost:2380",),
         trusted_ca_file=flags.get("trusted-ca-file"), cert_file=flags.get("cert-file"),
         key_file=flags.get("key-file"), quota_backend_bytes=quota, static_pod=static, mounts=mounts,
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), image=str(c.get("image") or ""))
 
 
 def members_from_pods(pods: Sequence[dict[str, Any]]) -> list[EtcdMember]:
@@ -152,3 +162,114 @@ def members_from_pods(pods: Sequence[dict[str, Any]]) -> list[EtcdMember]:
 def initial_cluster(members: Sequence[EtcdMember]) -> str:
     """name1=peerURL1,name2=peerURL2,... of all members (what a full restore gives every member)."""
     return ",".join(f"{m.name}={u}" for m in members for u in m.peer_urls)
+
+
+def parse_version(text: str | None) -> tuple[int, int, int] | None:
+    """'3.5.21', 'v3.5.21-0', '3.5' -> (3, 5, 21) / (3, 5, 0); None when there is no version."""
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    return (int(m[1]), int(m[2]), int(m[3] or 0)) if m else None
+
+
+def image_etcd_version(image: str) -> tuple[int, int, int] | None:
+    """The version in an image reference's tag (registry.k8s.io/etcd:3.5.21-0, quay.io/coreos/etcd:v3.5.9,
+    index.docker.io/rancher/hardened-etcd:v3.5.19-k3s1-build20250306); a digest-only reference has none."""
+    ref = image.split("@", 1)[0]
+    tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else ""
+    return parse_version(tag) if re.match(r"v?\d+\.\d+", tag) else None
+
+
+# ------------------------------------------------------------------------------------------------ distributions
+KUBEADM, K3S, RKE2 = "kubeadm", "k3s", "rke2"
+DISTRIBUTIONS = (KUBEADM, K3S, RKE2)
+DEFAULT_DATA_DIRS = {K3S: "/var/lib/rancher/k3s", RKE2: "/var/lib/rancher/rke2"}
+ETCD_ROLE_LABEL = "node-role.kubernetes.io/etcd"
+_NODE_ARGS = {K3S: "k3s.io/node-args", RKE2: "rke2.io/node-args"}
+
+
+@dataclass(frozen=True)
+class ServerNode:
+    """A node as its Node object describes it: what the distribution recorded about the server process."""
+
+    name: str
+    kubelet_version: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    args: tuple[str, ...] = ()  # k3s.io/node-args or rke2.io/node-args: the server's argv (and config file)
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+    @property
+    def etcd(self) -> bool:
+        """Runs an etcd member (k3s and RKE2 label their etcd servers)."""
+        return self.label(ETCD_ROLE_LABEL) == "true"
+
+    @property
+    def flags(self) -> dict[str, str]:
+        return parse_flags(self.args)
+
+    def data_dir(self, distribution: str) -> str:
+        return self.flags.get("data-dir") or self.flags.get("d") or DEFAULT_DATA_DIRS.get(distribution, "")
+
+    @property
+    def joins(self) -> bool:
+        """Started with --server (joins another server) rather than --cluster-init."""
+        return bool(self.flags.get("server") or self.flags.get("s"))
+
+    def says(self) -> str | None:
+        """The distribution the node itself names, or None."""
+        v = self.kubelet_version
+        for dist in (K3S, RKE2):
+            if f"+{dist}" in v or self.label("node.kubernetes.io/instance-type") == dist:
+                return dist
+        return None
+
+
+def node_from_api(node: dict[str, Any]) -> ServerNode:
+    md = node.get("metadata") or {}
+    annotations = md.get("annotations") or {}
+    args: list[str] = []
+    for key in _NODE_ARGS.values():
+        try:
+            parsed = json.loads(annotations.get(key) or "[]")
+        except ValueError:
+            parsed = []
+        if isinstance(parsed, list) and parsed:
+            args = [str(a) for a in parsed]
+            break
+    info = (node.get("status") or {}).get("nodeInfo") or {}
+    return ServerNode(md.get("name", ""), str(info.get("kubeletVersion") or ""),
+                      tuple(sorted((md.get("labels") or {}).items())), tuple(args))
+
+
+def detect_distribution(nodes: Sequence[ServerNode], members: Sequence[EtcdMember]) -> tuple[str | None, str]:
+    """(kubeadm|k3s|rke2, the evidence), or (None, why not) when the nodes and pods do not tell.
+
+    k3s and RKE2 name themselves in each node's kubelet version (v1.33.1+k3s1, v1.33.1+rke2r1) and instance-type
+    label; RKE2's etcd pods keep their data under /var/lib/rancher/rke2; k3s's embedded etcd has no pods. Etcd static
+    pods on nodes that are neither are kubeadm's (or laid out like them)."""
+    said = {n.name: d for n in nodes if (d := n.says())}
+    kinds = sorted(set(said.values()))
+    if len(kinds) > 1:
+        return None, "the nodes name different distributions: " + ", ".join(f"{n} {d}" for n, d in said.items())
+    if kinds:
+        dist = kinds[0]
+        some = sorted(n for n, d in said.items() if d == dist)
+        return dist, (f"node {some[0]} says {dist} (kubelet version "
+                      f"{next(n.kubelet_version for n in nodes if n.name == some[0])})")
+    if any("/var/lib/rancher/rke2" in (m.on_host(m.data_dir) or m.data_dir) for m in members):
+        return RKE2, "the etcd pods keep their data under /var/lib/rancher/rke2"
+    if members:
+        static = [m for m in members if m.static_pod]
+        if static:
+            return KUBEADM, f"etcd static pods ({', '.join(m.pod for m in static)})"
+        return None, "the etcd pods are not static pods (an operator-managed etcd?)"
+    return None, "no etcd pods and no node names k3s or RKE2"
+
+
+def etcd_servers(nodes: Sequence[ServerNode], members: Sequence[EtcdMember]) -> list[ServerNode]:
+    """The servers that run etcd members, in name order: the nodes labeled etcd, else those of the etcd pods."""
+    labeled = [n for n in nodes if n.etcd]
+    if labeled:
+        return sorted(labeled, key=lambda n: n.name)
+    by_name = {n.name: n for n in nodes}
+    return [by_name.get(node, ServerNode(node)) for node in sorted({m.node for m in members if m.node})]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..textutil import last_line
 from .etcd_pods import EtcdMember
 
 QUOTA_WARN_RATIO = 0.8
@@ -37,12 +38,9 @@ class MemberStatus:
 
 
 def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     # etcdctl ends with "Error: ..." after any {"level":...} log lines; that line says most.
-    for ln in reversed(lines):
-        if ln.startswith("Error:"):
-            return ln.removeprefix("Error:").strip()
-    return lines[-1] if lines else ""
+    line = last_line(text, prefer="Error:")
+    return line[len("Error:"):].strip() if line.startswith("Error:") else line
 
 
 def _json_list(stdout: str) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
-"""Jobs the plugin creates (pure): a manual run of the backup CronJob, a short-lived store reader, and how to
-read their state and output.
+"""Jobs the plugin creates (pure): a manual run of the backup CronJob, a short-lived store reader, a command run
+with the backup's own access, and how to read their state and output.
 
 The reader is a Job rather than a bare Pod so that the operator RBAC needed for `now` (create/delete jobs)
 covers it too, and so that `ttlSecondsAfterFinished` removes it even if the plugin dies.
@@ -7,7 +7,6 @@ covers it too, and so that `ttlSecondsAfterFinished` removes it even if the plug
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import secrets
@@ -15,11 +14,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from ..defaults import NONROOT_ID
+from .manifests import KEY_DIR, KEY_MODE_FS_GROUP
 from .store_config import ClusterStore
 
 INSTANTIATE_ANNOTATION = "cronjob.kubernetes.io/instantiate"
 MAX_NAME = 63  # a Job's name is also its pods' job-name label value
-NONROOT_ID = 65532  # the image's unprivileged user (the exporter runs as it too)
 READER_DEADLINE_SECONDS = 300
 READER_TTL_SECONDS = 600
 
@@ -53,7 +53,8 @@ def manual_job(cronjob: dict[str, Any], now: datetime, unique: str = "") -> dict
 def reader_job(cronjob: dict[str, Any], store: ClusterStore, argv: list[str], now: datetime,
                unique: str = "") -> dict[str, Any]:
     """A one-shot Job running `argv` (a kubectl-etcdbackup command) in the agent image with the file store's
-    PVC mounted read-only where the backup container mounts it; unprivileged, scheduled like the backups."""
+    PVC mounted read-only where the backup container mounts it, and the encryption key readable through the
+    pod's fsGroup (to authenticate manifests); unprivileged, scheduled like the backups."""
     if not store.claim or not store.mount_path:
         raise ValueError("reader_job needs a file store on a PVC")
     md = cronjob["metadata"]
@@ -65,7 +66,7 @@ def reader_job(cronjob: dict[str, Any], store: ClusterStore, argv: list[str], no
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": NONROOT_ID, "runAsGroup": NONROOT_ID,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+                            "fsGroup": NONROOT_ID, "seccompProfile": {"type": "RuntimeDefault"}},
     }
     for k in ("serviceAccountName", "imagePullSecrets", "nodeSelector", "tolerations", "affinity",
               "priorityClassName"):
@@ -83,7 +84,13 @@ def reader_job(cronjob: dict[str, Any], store: ClusterStore, argv: list[str], no
                          {"name": "tmp", "mountPath": "/tmp"}],
     }]
     spec["volumes"] = [{"name": "backups", "persistentVolumeClaim": {"claimName": store.claim, "readOnly": True}},
-                       {"name": "tmp", "emptyDir": {}}]
+                       {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+    if store.key_secret is not None:
+        spec["containers"][0]["volumeMounts"].append({"name": "encryption-key", "mountPath": KEY_DIR,
+                                                      "readOnly": True})
+        spec["volumes"].append({"name": "encryption-key", "secret": {
+            "secretName": store.key_secret.name, "defaultMode": KEY_MODE_FS_GROUP,
+            "items": [{"key": store.key_secret.key, "path": "key"}]}})
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -93,6 +100,23 @@ def reader_job(cronjob: dict[str, Any], store: ClusterStore, argv: list[str], no
                  "ttlSecondsAfterFinished": READER_TTL_SECONDS,
                  "template": {"metadata": {"labels": dict(labels)}, "spec": spec}},
     }
+
+
+def command_job(cronjob: dict[str, Any], argv: list[str], now: datetime, unique: str = "") -> dict[str, Any]:
+    """A Job from the CronJob's jobTemplate whose container runs `kubectl-etcdbackup <argv>` instead of the backup:
+    what changes the store (prune, delete) runs with exactly the backup's own access to it, nothing more."""
+    job = manual_job(cronjob, now, unique)
+    md = job["metadata"]
+    md["name"] = _name(cronjob["metadata"]["name"], "run", now, unique)
+    md["annotations"].pop(INSTANTIATE_ANNOTATION, None)
+    md.pop("ownerReferences", None)  # not a run of the schedule; ttlSecondsAfterFinished removes it
+    spec = job["spec"]
+    spec.update({"backoffLimit": 0, "activeDeadlineSeconds": READER_DEADLINE_SECONDS,
+                 "ttlSecondsAfterFinished": READER_TTL_SECONDS})
+    container = next(c for c in spec["template"]["spec"]["containers"] if c.get("image"))
+    container["command"] = ["kubectl-etcdbackup", *argv]
+    container.pop("args", None)
+    return job
 
 
 def create_unique(create: Callable[[dict[str, Any]], Any], make: Callable[[str], dict[str, Any]],
@@ -127,21 +151,6 @@ def pod_waiting_reason(pod: dict[str, Any]) -> str:
         if c.get("type") == "PodScheduled" and c.get("status") == "False":
             return ": ".join(x for x in (c.get("reason"), c.get("message")) if x)
     return ""
-
-
-def extract_json(text: str, opener: str) -> Any:
-    """The last JSON value in `text` that starts a line with `opener` ("{" or "["); None when there is none.
-    Pod logs mix stdout and stderr, so the value is looked for rather than assumed to be all of the text."""
-    decoder = json.JSONDecoder()
-    found: Any = None
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        if line.lstrip().startswith(opener):
-            start = pos + len(line) - len(line.lstrip())
-            with contextlib.suppress(ValueError):
-                found, _ = decoder.raw_decode(text, start)
-        pos += len(line)
-    return found
 
 
 def backup_result(log: str) -> dict[str, Any] | None:

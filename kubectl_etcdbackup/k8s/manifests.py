@@ -2,8 +2,12 @@
 
 Pure logic: no I/O, no API calls. The Helm chart in chart/ renders the same objects from its values;
 `to_helm_values()` maps options to those values and tests/test_chart.py checks that, for the same input,
-`helm template` and `render_manifests()` give identical objects (same labels too: neither side emits
-`helm.sh/chart` or `app.kubernetes.io/managed-by`).
+`helm template` and `render_manifests()` give identical objects (labels too, except the two that name the
+manager: Helm adds `helm.sh/chart` and says `app.kubernetes.io/managed-by: Helm` where these objects say
+`kubectl-etcdbackup`).
+
+Where etcd's client certificate is and which nodes run etcd depend on the distribution (`distribution`:
+kubeadm, k3s, rke2; defaults.DISTRIBUTIONS); options left None take the preset's value.
 
 The agent needs no Kubernetes API access at all: its ServiceAccount has no Role and mounts no token.
 An optional, unbound-by-default "operator" Role lists what a person running the plugin needs.
@@ -12,6 +16,7 @@ An optional, unbound-by-default "operator" Role lists what a person running the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -23,13 +28,25 @@ import yaml
 
 from .. import __version__
 from ..cron import schedule_error
+from ..defaults import (
+    APP_NAME,
+    AWS_CREDENTIAL_KEYS,
+    CLIENT_CERT_DIR,
+    CLIENT_CERT_KEYS,
+    CONTROL_PLANE_LABEL,
+    DEFAULT_DISTRIBUTION,
+    DEFAULT_NAMESPACE,
+    DISTRIBUTIONS,
+    HOST_IP_ENDPOINT,
+    NONROOT_ID,
+    VERIFY_MODES,
+)
 from ..durations import DurationError, parse_duration
 from ..errors import UsageError
 
-APP_NAME = "etcd-backup"  # app.kubernetes.io/name, and the Helm chart's name
 PART_OF = "kubectl-etcdbackup"
+MANAGED_BY = "kubectl-etcdbackup"  # app.kubernetes.io/managed-by of these objects (the chart's say Helm)
 IMAGE_REPOSITORY = "ghcr.io/kubectl-etcdbackup/agent"
-NONROOT_ID = 65532  # the image's default USER; the exporter always runs as this
 KEY_DIR = "/etc/etcdbackup/key"
 KEY_FILE = f"{KEY_DIR}/key"  # the Secret's key is always projected to this file name
 # The agent refuses a key file others can read (keys.check_key_file_permissions): owner-only for a root pod;
@@ -37,13 +54,13 @@ KEY_FILE = f"{KEY_DIR}/key"  # the Secret's key is always projected to this file
 KEY_MODE_OWNER = 0o400
 KEY_MODE_FS_GROUP = 0o440
 WORK_DIR = "/tmp"  # an emptyDir: the root filesystem is read-only
-CONTROL_PLANE = "node-role.kubernetes.io/control-plane"
-AWS_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+CONTROL_PLANE = CONTROL_PLANE_LABEL
 
 # The chart's values.schema.json uses the same patterns.
 CRON_RE = re.compile(r"^(@(annually|yearly|monthly|weekly|daily|midnight|hourly)"
                      r"|[0-9A-Za-z*/,?-]+( [0-9A-Za-z*/,?-]+){4})$")
-DURATION_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")  # one unit, so Helm can turn it into seconds
+# Whole units only (1h30m, 7d, 90s), so Helm can turn them into seconds; the chart's schema uses this pattern.
+DURATION_RE = re.compile(r"^([0-9]+[wdhms])+$")
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,50}[a-z0-9])?$")  # DNS-1035, <= 52 (CronJob limit)
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -55,8 +72,11 @@ FILE_NAME_RE = re.compile(r"^[^/\s][^\s]*$")
 TIME_ZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 ABS_DIR_RE = re.compile(r"^/[^\s]*[^/\s]$")
 RESERVED_PATH_RE = re.compile(r"^/(tmp|etc|proc|sys|dev)(/|$)")  # the store mount cannot go there
+# commonLabels / podLabels may not replace the recommended labels (selectors rely on them)
+RESERVED_LABEL_RE = re.compile(r"^(app\.kubernetes\.io|helm\.sh)/")
+# extraEnv may not replace what the agent is given (the key, the AWS credentials, HOST_IP)
+RESERVED_ENV_RE = re.compile(r"^(ETCDBACKUP_.*|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|HOST_IP)$")
 
-VERIFY_MODES = ("hash", "status", "restore")
 # ManifestOptions field -> agent flag, in argv order; the chart's values are the camelCase names.
 RETENTION_FLAGS = (("keep_last", "--keep-last"), ("keep_within", "--keep-within"), ("keep_hourly", "--keep-hourly"),
                    ("keep_daily", "--keep-daily"), ("keep_weekly", "--keep-weekly"),
@@ -80,24 +100,29 @@ def _default_resources() -> dict[str, Any]:
 
 
 def _default_exporter_resources() -> dict[str, Any]:
-    return {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    return {"requests": {"cpu": "10m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
+            "limits": {"memory": "256Mi", "ephemeral-storage": "1Gi"}}
 
 
-def _default_tolerations() -> list[dict[str, Any]]:
-    return [{"key": CONTROL_PLANE, "operator": "Exists", "effect": "NoSchedule"}]
+def _default_stream_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "50m", "memory": "128Mi", "ephemeral-storage": "64Mi"},
+            "limits": {"memory": "512Mi", "ephemeral-storage": "1Gi"}}
 
 
 @dataclass
 class ManifestOptions:
     """Everything the in-cluster objects depend on. Defaults fit a kubeadm cluster."""
 
-    namespace: str = "etcd-backup"
+    namespace: str = DEFAULT_NAMESPACE
     create_namespace: bool = True  # a Namespace labelled for Pod Security "privileged"
-    name: str = "etcd-backup"  # base name of every object (and app.kubernetes.io/instance)
+    name: str = APP_NAME  # base name of every object (and app.kubernetes.io/instance)
     image: str = f"{IMAGE_REPOSITORY}:{__version__}"
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: list[str] = field(default_factory=list)
     service_account_annotations: dict[str, str] = field(default_factory=dict)  # e.g. IRSA role-arn
+    common_labels: dict[str, str] = field(default_factory=dict)  # on every object and pod
+    # kubeadm | k3s | rke2: etcd's client certificate paths, endpoints and node placement (options left None)
+    distribution: str = DEFAULT_DISTRIBUTION
 
     # CronJob and Job policy
     schedule: str = "*/15 * * * *"
@@ -129,12 +154,15 @@ class ManifestOptions:
     key_secret: str = "etcd-backup-key"
     key_secret_key: str = "key"
 
-    # etcd (kubeadm layout)
-    etcd_endpoints: list[str] = field(default_factory=lambda: ["https://127.0.0.1:2379"])
-    etcd_pki_dir: str = "/etc/kubernetes/pki/etcd"
-    etcd_ca_file: str = "ca.crt"
-    etcd_cert_file: str = "healthcheck-client.crt"
-    etcd_key_file: str = "healthcheck-client.key"
+    # etcd. None: the distribution's preset; endpoints default to https://$(HOST_IP):2379 (the node's etcd, with
+    # a HOST_IP variable from the downward API) when the client certificate comes from a Secret.
+    etcd_endpoints: list[str] | None = None
+    # A Secret with ca.crt, tls.crt and tls.key instead of the node's files: no hostPath, no hostNetwork.
+    etcd_client_cert_secret: str | None = None
+    etcd_pki_dir: str | None = None
+    etcd_ca_file: str | None = None
+    etcd_cert_file: str | None = None
+    etcd_key_file: str | None = None
 
     # What the agent does. Retention rules (None: off) keep the union of what each keeps; the newest verified
     # snapshot is always kept. Default: everything of the last day, then the newest of each day for a week.
@@ -151,14 +179,42 @@ class ManifestOptions:
     max_age: str = "1h"
     exporter_enabled: bool = True
     exporter_port: int = 9101
+    exporter_s3_existing_secret: str | None = None  # its own (read-only) S3 credentials; None: the backup's
+
+    # Continuous backup: an `agent stream` Deployment beside the CronJob (same secrets, mounts and placement)
+    continuous: bool = False
+    continuous_flush_interval: str = "5s"
 
     # Pods
     resources: dict[str, Any] = field(default_factory=_default_resources)
     exporter_resources: dict[str, Any] = field(default_factory=_default_exporter_resources)
+    continuous_resources: dict[str, Any] = field(default_factory=_default_stream_resources)
     # verify=status|restore needs about the db size in /tmp; etcd's default quota is 2 GiB
     work_dir_size_limit: str = "3Gi"
-    node_selector: dict[str, str] = field(default_factory=lambda: {CONTROL_PLANE: ""})
-    tolerations: list[dict[str, Any]] = field(default_factory=_default_tolerations)
+    exporter_work_dir_size_limit: str = "512Mi"
+    continuous_work_dir_size_limit: str = "512Mi"
+    # Every pod's placement (None: the distribution's control-plane label and tolerations); per component below
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    # Per pod kind (backup: the CronJob's pods and the stream's; exporter): None = node_selector/tolerations
+    backup_pod_annotations: dict[str, str] = field(default_factory=dict)
+    backup_pod_labels: dict[str, str] = field(default_factory=dict)
+    backup_node_selector: dict[str, str] | None = None
+    backup_tolerations: list[dict[str, Any]] | None = None
+    backup_affinity: dict[str, Any] = field(default_factory=dict)
+    backup_extra_env: list[dict[str, Any]] = field(default_factory=list)
+    backup_extra_volumes: list[dict[str, Any]] = field(default_factory=list)
+    backup_extra_volume_mounts: list[dict[str, Any]] = field(default_factory=list)
+    exporter_pod_annotations: dict[str, str] = field(default_factory=dict)
+    exporter_pod_labels: dict[str, str] = field(default_factory=dict)
+    exporter_node_selector: dict[str, str] | None = None
+    exporter_tolerations: list[dict[str, Any]] | None = None
+    exporter_affinity: dict[str, Any] = field(default_factory=dict)
+    exporter_extra_env: list[dict[str, Any]] = field(default_factory=list)
+    exporter_extra_volumes: list[dict[str, Any]] = field(default_factory=list)
+    exporter_extra_volume_mounts: list[dict[str, Any]] = field(default_factory=list)
+    continuous_pod_annotations: dict[str, str] = field(default_factory=dict)
+    continuous_pod_labels: dict[str, str] = field(default_factory=dict)
     priority_class_name: str | None = None
     # kubeadm's etcd client key is root-only (0600): the backup pod runs as uid 0 unless told otherwise.
     run_as_non_root: bool = False
@@ -200,11 +256,12 @@ def parse_store(url: str) -> StoreSpec:
 
 
 def duration_seconds(text: str) -> float:
-    """Seconds of a positive duration such as 90s, 1h30m, 7d (durations.parse_duration)."""
+    """Seconds of a positive duration in whole units such as 90s, 1h30m, 7d (what the chart can compute with)."""
     try:
         secs = parse_duration(text)
     except DurationError as e:
         raise ManifestError(str(e)) from None
+    _check(bool(DURATION_RE.match(text)), f"invalid duration {text!r}: use whole units like 90s, 1h30m or 7d")
     _check(secs > 0, f"invalid duration {text!r}: must be more than 0")
     return secs
 
@@ -214,8 +271,47 @@ def _check(ok: bool, message: str) -> None:
         raise ManifestError(message)
 
 
+def resolve(opts: ManifestOptions) -> ManifestOptions:
+    """A copy with what the distribution preset (and the client certificate Secret) decides filled in: etcd's
+    endpoints and client files, every pod's node selector and tolerations. Idempotent."""
+    preset = DISTRIBUTIONS.get(opts.distribution)
+    if preset is None:
+        raise ManifestError(f"distribution: {opts.distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+    endpoints = opts.etcd_endpoints
+    if endpoints is None:
+        endpoints = [HOST_IP_ENDPOINT] if opts.etcd_client_cert_secret else preset["endpoints"]
+    return dataclasses.replace(
+        opts, etcd_endpoints=list(endpoints),
+        etcd_pki_dir=opts.etcd_pki_dir or preset["pki_dir"], etcd_ca_file=opts.etcd_ca_file or preset["ca_file"],
+        etcd_cert_file=opts.etcd_cert_file or preset["cert_file"],
+        etcd_key_file=opts.etcd_key_file or preset["key_file"],
+        node_selector=dict(preset["node_selector"] if opts.node_selector is None else opts.node_selector),
+        tolerations=copy.deepcopy(preset["tolerations"] if opts.tolerations is None else opts.tolerations))
+
+
+_OWN_VOLUMES = ("etcd-ca", "etcd-cert", "etcd-key", "etcd-client", "encryption-key", "tmp", "backups")
+
+
+def _check_pod_options(opts: ManifestOptions, kind: str) -> None:
+    """podLabels, extraEnv, extraVolumes, extraVolumeMounts of one pod kind (backup, exporter, continuous)."""
+    for lab in getattr(opts, f"{kind}_pod_labels"):
+        _check(not RESERVED_LABEL_RE.match(lab), f"{kind}_pod_labels: {lab} is set by the manifests")
+    if kind == "continuous":
+        return
+    for env in getattr(opts, f"{kind}_extra_env"):
+        _check(isinstance(env, dict) and bool(env.get("name")), f"{kind}_extra_env: each entry needs a name")
+        _check(not RESERVED_ENV_RE.match(env["name"]), f"{kind}_extra_env: {env['name']} is set by the manifests")
+    volumes = [v.get("name") for v in getattr(opts, f"{kind}_extra_volumes")]
+    _check(all(volumes) and len(set(volumes)) == len(volumes) and not set(volumes) & set(_OWN_VOLUMES),
+           f"{kind}_extra_volumes: each needs a unique name other than {', '.join(_OWN_VOLUMES)}")
+    for mount in getattr(opts, f"{kind}_extra_volume_mounts"):
+        _check(bool(mount.get("name")) and bool(mount.get("mountPath")),
+               f"{kind}_extra_volume_mounts: each needs a name and a mountPath")
+
+
 def validate_options(opts: ManifestOptions) -> StoreSpec:
     """Raise ManifestError (one line, naming the option) for anything the cluster would reject later."""
+    opts = resolve(opts)
     _check(bool(NAME_RE.match(opts.name)), f"name: {opts.name!r} must be a DNS-1035 label of at most 52 characters")
     _check(bool(NAMESPACE_RE.match(opts.namespace)), f"namespace: {opts.namespace!r} is not a valid namespace")
     _check(bool(opts.image) and not any(c.isspace() for c in opts.image) and _image_parts(opts.image)[1] != "",
@@ -243,6 +339,14 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
             _check(bool(SUBDOMAIN_RE.match(opts.s3_existing_secret)), "s3_existing_secret: not a valid Secret name")
         if opts.s3_endpoint_url:
             _check(bool(ENDPOINT_RE.match(opts.s3_endpoint_url)), "s3_endpoint_url: must be an http(s) URL")
+    for fld in ("exporter_s3_existing_secret", "etcd_client_cert_secret"):
+        if getattr(opts, fld) is not None:
+            _check(bool(SUBDOMAIN_RE.match(getattr(opts, fld))), f"{fld}: not a valid Secret name")
+    for lab in opts.common_labels:
+        _check(not RESERVED_LABEL_RE.match(lab), f"common_labels: {lab} is set by the manifests")
+    for kind in ("backup", "exporter", "continuous"):
+        _check_pod_options(opts, kind)
+    duration_seconds(opts.continuous_flush_interval)
     _check(bool(SUBDOMAIN_RE.match(opts.key_secret)), f"key_secret: {opts.key_secret!r} is not a valid Secret name")
     _check(bool(SECRET_KEY_RE.match(opts.key_secret_key)), "key_secret_key: not a valid Secret key")
     _check(bool(opts.etcd_endpoints) and all(ENDPOINT_RE.match(e) for e in opts.etcd_endpoints),
@@ -265,7 +369,8 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     _check(opts.verify in VERIFY_MODES, f"verify: use one of {', '.join(VERIFY_MODES)}")
     _check(1 <= opts.exporter_port <= 65535, "exporter_port: must be 1..65535")
     _check(not opts.run_as_non_root or opts.run_as_user != 0, "run_as_user: must not be 0 with run_as_non_root")
-    _check(bool(QUANTITY_RE.match(opts.work_dir_size_limit)), "work_dir_size_limit: not a quantity like 3Gi")
+    for fld in ("work_dir_size_limit", "exporter_work_dir_size_limit", "continuous_work_dir_size_limit"):
+        _check(bool(QUANTITY_RE.match(getattr(opts, fld))), f"{fld}: not a quantity like 3Gi")
     return store
 
 
@@ -280,7 +385,8 @@ def labels(opts: ManifestOptions, component: str | None = None) -> dict[str, str
     }
     if component:
         out["app.kubernetes.io/component"] = component
-    return out
+    out["app.kubernetes.io/managed-by"] = MANAGED_BY
+    return out | opts.common_labels
 
 
 def selector_labels(opts: ManifestOptions, component: str) -> dict[str, str]:
@@ -304,6 +410,20 @@ def exporter_name(opts: ManifestOptions) -> str:
     return f"{opts.name}-exporter"
 
 
+def stream_name(opts: ManifestOptions) -> str:
+    return f"{opts.name}-stream"
+
+
+def _pod_metadata(opts: ManifestOptions, component: str, kind: str,
+                  annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod template's labels (plus the kind's podLabels) and annotations (podAnnotations), if any."""
+    meta: dict[str, Any] = {"labels": labels(opts, component) | getattr(opts, f"{kind}_pod_labels")}
+    ann = dict(getattr(opts, f"{kind}_pod_annotations")) | (annotations or {})
+    if ann:
+        meta["annotations"] = ann
+    return meta
+
+
 def _container_security() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
 
@@ -324,35 +444,60 @@ def _exporter_pod_security() -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def _scheduling(opts: ManifestOptions) -> dict[str, Any]:
+def _scheduling(opts: ManifestOptions, kind: str) -> dict[str, Any]:
+    """Pull secrets, priority and the placement of one pod kind (backup, exporter): its own nodeSelector and
+    tolerations when set (None: every pod's), its affinity."""
+    opts = resolve(opts)
+    node_selector = getattr(opts, f"{kind}_node_selector")
+    tolerations = getattr(opts, f"{kind}_tolerations")
+    node_selector = opts.node_selector if node_selector is None else node_selector
+    tolerations = opts.tolerations if tolerations is None else tolerations
     out: dict[str, Any] = {}
     if opts.image_pull_secrets:
         out["imagePullSecrets"] = [{"name": n} for n in opts.image_pull_secrets]
     if opts.priority_class_name:
         out["priorityClassName"] = opts.priority_class_name
-    if opts.node_selector:
-        out["nodeSelector"] = dict(opts.node_selector)
-    if opts.tolerations:
-        out["tolerations"] = [dict(t) for t in opts.tolerations]
+    if node_selector:
+        out["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        out["tolerations"] = copy.deepcopy(tolerations)
+    if getattr(opts, f"{kind}_affinity"):
+        out["affinity"] = copy.deepcopy(getattr(opts, f"{kind}_affinity"))
     return out
 
 
-def _aws_env(opts: ManifestOptions, store: StoreSpec) -> list[dict[str, Any]]:
+def _host_network(opts: ManifestOptions) -> dict[str, Any]:
+    """etcd listens on the node's 127.0.0.1: the node's network, unless the certificate comes from a Secret
+    (then the pod reaches etcd through the given endpoints or its node's IP)."""
+    if opts.etcd_client_cert_secret:
+        return {}
+    return {"hostNetwork": True, "dnsPolicy": "ClusterFirstWithHostNet"}
+
+
+def _host_ip_env(opts: ManifestOptions) -> list[dict[str, Any]]:
+    """HOST_IP from the downward API, when an endpoint uses $(HOST_IP)."""
+    if not any("$(HOST_IP)" in e for e in resolve(opts).etcd_endpoints or []):
+        return []
+    return [{"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]
+
+
+def _aws_env(opts: ManifestOptions, store: StoreSpec, secret: str | None = None) -> list[dict[str, Any]]:
     """S3 credentials from the existing Secret (absent: IRSA / instance profile)."""
-    if store.type != "s3" or not opts.s3_existing_secret:
+    secret = secret or opts.s3_existing_secret
+    if store.type != "s3" or not secret:
         return []
     out = []
-    for k in AWS_SECRET_KEYS:
-        ref: dict[str, Any] = {"name": opts.s3_existing_secret, "key": k}
+    for k in AWS_CREDENTIAL_KEYS:
+        ref: dict[str, Any] = {"name": secret, "key": k}
         if k == "AWS_SESSION_TOKEN":
             ref["optional"] = True
         out.append({"name": k, "valueFrom": {"secretKeyRef": ref}})
     return out
 
 
-def _tmp_volume(opts: ManifestOptions) -> dict[str, Any]:
+def _tmp_volume(size_limit: str) -> dict[str, Any]:
     """The /tmp scratch emptyDir, size-limited (the kubelet evicts the pod beyond it)."""
-    return {"name": "tmp", "emptyDir": {"sizeLimit": opts.work_dir_size_limit}}
+    return {"name": "tmp", "emptyDir": {"sizeLimit": size_limit}}
 
 
 def _key_volume(opts: ManifestOptions, mode: int) -> dict[str, Any]:
@@ -366,11 +511,26 @@ _KEY_MOUNT = {"name": "encryption-key", "mountPath": KEY_DIR, "readOnly": True}
 
 def pki_path(opts: ManifestOptions, fld: str) -> str:
     """Node path (and container path: mounted at the same place) of one of PKI_FILES."""
-    return f"{opts.etcd_pki_dir.rstrip('/')}/{getattr(opts, fld)}"
+    opts = resolve(opts)
+    return f"{(opts.etcd_pki_dir or '').rstrip('/')}/{getattr(opts, fld)}"
 
 
-def _pki_volumes(opts: ManifestOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(mounts, volumes): each etcd client file alone, a read-only hostPath of type File at the same path."""
+def etcd_tls_paths(opts: ManifestOptions) -> tuple[str, str, str]:
+    """--cacert, --cert, --key as the agent sees them: the Secret's files, or the node's (same path)."""
+    if opts.etcd_client_cert_secret:
+        ca, cert, key = (f"{CLIENT_CERT_DIR}/{k}" for k in CLIENT_CERT_KEYS)
+        return ca, cert, key
+    return pki_path(opts, "etcd_ca_file"), pki_path(opts, "etcd_cert_file"), pki_path(opts, "etcd_key_file")
+
+
+def _etcd_volumes(opts: ManifestOptions, mode: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(mounts, volumes) of etcd's client certificate: the Secret's three files (mode as the key's), or
+    each node file alone as a read-only hostPath of type File at the same path."""
+    if opts.etcd_client_cert_secret:
+        return ([{"name": "etcd-client", "mountPath": CLIENT_CERT_DIR, "readOnly": True}],
+                [{"name": "etcd-client", "secret": {"secretName": opts.etcd_client_cert_secret, "defaultMode": mode,
+                                                    "items": [{"key": k, "path": k} for k in CLIENT_CERT_KEYS]}}])
+    opts = resolve(opts)
     mounts = [{"name": name, "mountPath": pki_path(opts, fld), "readOnly": True} for fld, name in PKI_FILES.items()]
     volumes = [{"name": name, "hostPath": {"path": pki_path(opts, fld), "type": "File"}}
                for fld, name in PKI_FILES.items()]
@@ -390,19 +550,36 @@ def retention_args(opts: ManifestOptions) -> list[str]:
 def backup_args(opts: ManifestOptions, store: StoreSpec | None = None) -> list[str]:
     """Arguments after `kubectl-etcdbackup agent backup` (design.md); no secret ever appears here."""
     store = store or parse_store(opts.store)
-    args = ["--store", store.url, "--endpoints", ",".join(opts.etcd_endpoints),
-            "--cacert", pki_path(opts, "etcd_ca_file"), "--cert", pki_path(opts, "etcd_cert_file"),
-            "--key", pki_path(opts, "etcd_key_file"), "--key-file", KEY_FILE, *retention_args(opts),
+    args = [*_etcd_args(opts, store), "--encryption-key-file", KEY_FILE, *retention_args(opts),
             "--verify", opts.verify, "--work-dir", WORK_DIR, "--command-timeout", opts.command_timeout,
-            "--idle-timeout", opts.idle_timeout]
+            "--idle-timeout", opts.idle_timeout, *_s3_args(opts, store)]
+    if opts.pushgateway_url:
+        args += ["--pushgateway", opts.pushgateway_url]
+    return args
+
+
+def _etcd_args(opts: ManifestOptions, store: StoreSpec) -> list[str]:
+    opts = resolve(opts)
+    ca, cert, key = etcd_tls_paths(opts)
+    return ["--store", store.url, "--endpoints", ",".join(opts.etcd_endpoints or []), "--cacert", ca,
+            "--cert", cert, "--key", key]
+
+
+def _s3_args(opts: ManifestOptions, store: StoreSpec) -> list[str]:
+    args: list[str] = []
     if store.type == "s3":
         for flag, value in (("--s3-endpoint-url", opts.s3_endpoint_url), ("--s3-region", opts.s3_region),
                             ("--s3-sse", opts.s3_sse), ("--s3-sse-kms-key-id", opts.s3_sse_kms_key_id)):
             if value:
                 args += [flag, value]
-    if opts.pushgateway_url:
-        args += ["--pushgateway", opts.pushgateway_url]
     return args
+
+
+def stream_args(opts: ManifestOptions, store: StoreSpec | None = None) -> list[str]:
+    """Arguments after `kubectl-etcdbackup agent stream` (cli/stream_cmd.py)."""
+    store = store or parse_store(opts.store)
+    return [*_etcd_args(opts, store), "--encryption-key-file", KEY_FILE, "--flush-interval",
+            opts.continuous_flush_interval, *_s3_args(opts, store)]
 
 
 def monitor_config_data(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, str]:
@@ -429,10 +606,20 @@ def config_checksum(data: dict[str, str]) -> str:
 
 # --- objects -----------------------------------------------------------------------------------------------
 
+def _pod_security_level(opts: ManifestOptions) -> str:
+    """hostPath + hostNetwork + uid 0 need "privileged"; a non-root backup with its certificate from a Secret
+    (and no host volumes of its own) fits "restricted"."""
+    allowed = {"name", "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+               "projected", "secret"}
+    extra = opts.backup_extra_volumes + opts.exporter_extra_volumes
+    if opts.etcd_client_cert_secret and opts.run_as_non_root and all(set(v) <= allowed for v in extra):
+        return "restricted"
+    return "privileged"
+
+
 def namespace(opts: ManifestOptions) -> dict[str, Any]:
-    # hostPath + hostNetwork + uid 0 are only allowed by the "privileged" Pod Security level.
-    lab = labels(opts) | {"pod-security.kubernetes.io/enforce": "privileged",
-                          "pod-security.kubernetes.io/warn": "privileged"}
+    level = _pod_security_level(opts)
+    lab = labels(opts) | {"pod-security.kubernetes.io/enforce": level, "pod-security.kubernetes.io/warn": level}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": opts.namespace, "labels": lab}}
 
 
@@ -457,38 +644,46 @@ def persistent_volume_claim(opts: ManifestOptions) -> dict[str, Any]:
             "spec": spec}
 
 
-def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
-    store = store or parse_store(opts.store)
-    pki_mounts, pki_volumes = _pki_volumes(opts)
-    mounts: list[dict[str, Any]] = [*pki_mounts, dict(_KEY_MOUNT), {"name": "tmp", "mountPath": WORK_DIR}]
+def _agent_pod(opts: ManifestOptions, store: StoreSpec, container: dict[str, Any], tmp_limit: str,
+               restart_never: bool) -> dict[str, Any]:
+    """The pod spec of the backup and the stream: etcd's client certificate, the key (0400 for root, 0440
+    with the fsGroup otherwise), /tmp, the store read-write, the backup's extra volumes and placement."""
     key_mode = KEY_MODE_FS_GROUP if opts.run_as_non_root else KEY_MODE_OWNER
-    volumes: list[dict[str, Any]] = [*pki_volumes, _key_volume(opts, key_mode), _tmp_volume(opts)]
+    etcd_mounts, etcd_volumes = _etcd_volumes(opts, key_mode)
+    mounts: list[dict[str, Any]] = [*etcd_mounts, dict(_KEY_MOUNT), {"name": "tmp", "mountPath": WORK_DIR}]
+    volumes: list[dict[str, Any]] = [*etcd_volumes, _key_volume(opts, key_mode), _tmp_volume(tmp_limit)]
     if store.type == "file":
         mounts.append({"name": "backups", "mountPath": store.path})
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts)}})
+    env = [*_host_ip_env(opts), *_aws_env(opts, store), *copy.deepcopy(opts.backup_extra_env)]
+    if env:
+        container["env"] = env
+    container |= {"securityContext": _container_security(),
+                  "volumeMounts": mounts + copy.deepcopy(opts.backup_extra_volume_mounts)}
+    return {
+        "serviceAccountName": opts.name,
+        "automountServiceAccountToken": False,
+        **({"restartPolicy": "Never"} if restart_never else {}),
+        **_host_network(opts),
+        **_scheduling(opts, "backup"),
+        "securityContext": _backup_pod_security(opts),
+        "containers": [container],
+        "volumes": volumes + copy.deepcopy(opts.backup_extra_volumes),
+    }
+
+
+def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
+    opts = resolve(opts)
+    store = store or parse_store(opts.store)
     container: dict[str, Any] = {
         "name": "backup",
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
         "command": ["kubectl-etcdbackup", "agent", "backup"],
         "args": backup_args(opts, store),
+        "resources": copy.deepcopy(opts.resources),
     }
-    env = _aws_env(opts, store)
-    if env:
-        container["env"] = env
-    container |= {"resources": copy.deepcopy(opts.resources), "securityContext": _container_security(),
-                  "volumeMounts": mounts}
-    pod_spec: dict[str, Any] = {
-        "serviceAccountName": opts.name,
-        "automountServiceAccountToken": False,
-        "restartPolicy": "Never",
-        "hostNetwork": True,  # etcd listens on the node's 127.0.0.1
-        "dnsPolicy": "ClusterFirstWithHostNet",
-        **_scheduling(opts),
-        "securityContext": _backup_pod_security(opts),
-        "containers": [container],
-        "volumes": volumes,
-    }
+    pod_spec = _agent_pod(opts, store, container, opts.work_dir_size_limit, restart_never=True)
     spec: dict[str, Any] = {"schedule": opts.schedule}
     if opts.time_zone:
         spec["timeZone"] = opts.time_zone
@@ -503,17 +698,46 @@ def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str,
             "spec": {
                 "backoffLimit": opts.backoff_limit,
                 "activeDeadlineSeconds": opts.active_deadline_seconds,
-                "template": {"metadata": {"labels": labels(opts, "backup")}, "spec": pod_spec},
+                "template": {"metadata": _pod_metadata(opts, "backup", "backup"), "spec": pod_spec},
             },
         },
     }
     return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(opts, opts.name, "backup"), "spec": spec}
 
 
+def stream_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
+    """Continuous backup: `agent stream` with the backup's certificate, key, store and placement. One replica,
+    Recreate: a second stream would only wait for the store's writer lock."""
+    opts = resolve(opts)
+    store = store or parse_store(opts.store)
+    container: dict[str, Any] = {
+        "name": "stream",
+        "image": opts.image,
+        "imagePullPolicy": opts.image_pull_policy,
+        "command": ["kubectl-etcdbackup", "agent", "stream"],
+        "args": stream_args(opts, store),
+        "resources": copy.deepcopy(opts.continuous_resources),
+    }
+    pod_spec = _agent_pod(opts, store, container, opts.continuous_work_dir_size_limit, restart_never=False)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(opts, stream_name(opts), "stream"),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector_labels(opts, "stream")},
+            "template": {"metadata": _pod_metadata(opts, "stream", "continuous"), "spec": pod_spec},
+        },
+    }
+
+
 def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
+    opts = resolve(opts)
     store = store or parse_store(opts.store)
     mounts: list[dict[str, Any]] = [dict(_KEY_MOUNT), {"name": "tmp", "mountPath": WORK_DIR}]
-    volumes: list[dict[str, Any]] = [_key_volume(opts, KEY_MODE_FS_GROUP), _tmp_volume(opts)]
+    volumes: list[dict[str, Any]] = [_key_volume(opts, KEY_MODE_FS_GROUP),
+                                     _tmp_volume(opts.exporter_work_dir_size_limit)]
     if store.type == "file":  # the agent writes 0644 files, readable by the non-root exporter
         mounts.append({"name": "backups", "mountPath": store.path, "readOnly": True})
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts), "readOnly": True}})
@@ -523,10 +747,11 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
         "command": ["kubectl-etcdbackup", "agent", "exporter"],
-        "args": ["--key-file", KEY_FILE],  # authenticates the manifests: a bucket writer cannot fake freshness
+        # The key authenticates the manifests: a bucket writer cannot fake freshness.
+        "args": ["--encryption-key-file", KEY_FILE],
         "envFrom": [{"configMapRef": {"name": monitor_config_name(opts)}}],
     }
-    env = _aws_env(opts, store)
+    env = [*_aws_env(opts, store, opts.exporter_s3_existing_secret), *copy.deepcopy(opts.exporter_extra_env)]
     if env:
         container["env"] = env
     container |= {
@@ -535,9 +760,10 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
         "livenessProbe": probe | {"initialDelaySeconds": 10, "periodSeconds": 30},
         "resources": copy.deepcopy(opts.exporter_resources),
         "securityContext": _container_security(),
-        "volumeMounts": mounts,
+        "volumeMounts": mounts + copy.deepcopy(opts.exporter_extra_volume_mounts),
     }
     sel = selector_labels(opts, "exporter")
+    checksum = {"checksum/config": config_checksum(monitor_config_data(opts, store))}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -547,17 +773,14 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
             "strategy": {"type": "Recreate"},  # a ReadWriteOnce claim cannot be attached twice
             "selector": {"matchLabels": sel},
             "template": {
-                "metadata": {
-                    "labels": labels(opts, "exporter"),
-                    "annotations": {"checksum/config": config_checksum(monitor_config_data(opts, store))},
-                },
+                "metadata": _pod_metadata(opts, "exporter", "exporter", checksum),
                 "spec": {
                     "serviceAccountName": opts.name,
                     "automountServiceAccountToken": False,
-                    **_scheduling(opts),  # next to the backups: a local/RWO volume lives on a control-plane node
+                    **_scheduling(opts, "exporter"),  # in file mode next to the backups (a local/RWO volume)
                     "securityContext": _exporter_pod_security(),
                     "containers": [container],
-                    "volumes": volumes,
+                    "volumes": volumes + copy.deepcopy(opts.exporter_extra_volumes),
                 },
             },
         },
@@ -601,7 +824,7 @@ def operator_role(opts: ManifestOptions) -> list[dict[str, Any]]:
 
 def render_manifests(opts: ManifestOptions | None = None) -> list[dict[str, Any]]:
     """All objects, in apply order. Raises ManifestError for invalid options."""
-    opts = opts or ManifestOptions()
+    opts = resolve(opts or ManifestOptions())
     store = validate_options(opts)
     objs: list[dict[str, Any]] = []
     if opts.create_namespace:
@@ -613,6 +836,8 @@ def render_manifests(opts: ManifestOptions | None = None) -> list[dict[str, Any]
     if store.type == "file" and opts.pvc_create:
         objs.append(persistent_volume_claim(opts))
     objs.append(cron_job(opts, store))
+    if opts.continuous:
+        objs.append(stream_deployment(opts, store))
     if opts.exporter_enabled:
         objs += [exporter_deployment(opts, store), exporter_service(opts)]
     return objs
@@ -655,6 +880,8 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
     repo, tag = _image_parts(opts.image)
     s3: dict[str, Any] = {"bucket": store.bucket} if store.bucket else {}  # the chart has no default bucket
     return {
+        "commonLabels": dict(opts.common_labels),
+        "distribution": opts.distribution,
         "fullnameOverride": opts.name,
         "image": {"repository": repo, "tag": tag, "pullPolicy": opts.image_pull_policy},
         "imagePullSecrets": list(opts.image_pull_secrets),
@@ -677,6 +904,7 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
             "idleTimeout": opts.idle_timeout,
             "securityContext": {"runAsNonRoot": opts.run_as_non_root, "runAsUser": opts.run_as_user,
                                 "runAsGroup": opts.run_as_group},
+            **_pod_values(opts, "backup"),
         },
         "store": {
             "type": store.type,
@@ -699,17 +927,36 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
         },
         "encryption": {"existingSecret": opts.key_secret, "key": opts.key_secret_key},
         "etcd": {
-            "endpoints": list(opts.etcd_endpoints),
-            "pki": {"hostPath": opts.etcd_pki_dir.rstrip("/"), "caFile": opts.etcd_ca_file,
-                    "certFile": opts.etcd_cert_file, "keyFile": opts.etcd_key_file},
+            "endpoints": list(opts.etcd_endpoints or []),  # []: the preset's, or https://$(HOST_IP):2379
+            "clientCertSecret": opts.etcd_client_cert_secret or "",
+            "pki": {"hostPath": (opts.etcd_pki_dir or "").rstrip("/"), "caFile": opts.etcd_ca_file or "",
+                    "certFile": opts.etcd_cert_file or "", "keyFile": opts.etcd_key_file or ""},
         },
         "retention": {"keepLast": opts.keep_last, "keepWithin": opts.keep_within, "keepHourly": opts.keep_hourly,
                       "keepDaily": opts.keep_daily, "keepWeekly": opts.keep_weekly, "keepMonthly": opts.keep_monthly},
         "monitor": {"maxAge": opts.max_age},
         "exporter": {"enabled": opts.exporter_enabled, "port": opts.exporter_port,
-                     "resources": opts.exporter_resources},
-        "nodeSelector": dict(opts.node_selector),
-        "tolerations": [dict(t) for t in opts.tolerations],
+                     "resources": opts.exporter_resources, "workDirSizeLimit": opts.exporter_work_dir_size_limit,
+                     "s3": {"existingSecret": opts.exporter_s3_existing_secret or ""},
+                     **_pod_values(opts, "exporter")},
+        "continuous": {"enabled": opts.continuous, "flushInterval": opts.continuous_flush_interval,
+                       "resources": opts.continuous_resources,
+                       "workDirSizeLimit": opts.continuous_work_dir_size_limit,
+                       "podAnnotations": dict(opts.continuous_pod_annotations),
+                       "podLabels": dict(opts.continuous_pod_labels)},
+        "nodeSelector": None if opts.node_selector is None else dict(opts.node_selector),
+        "tolerations": None if opts.tolerations is None else [dict(t) for t in opts.tolerations],
         "priorityClassName": opts.priority_class_name or "",
         "rbac": {"operator": {"create": opts.operator_role, "subjects": [dict(s) for s in opts.operator_subjects]}},
     }
+
+
+def _pod_values(opts: ManifestOptions, kind: str) -> dict[str, Any]:
+    """The chart's per-pod values of one pod kind (backup, exporter)."""
+    out: dict[str, Any] = {}
+    for fld, key in (("pod_annotations", "podAnnotations"), ("pod_labels", "podLabels"),
+                     ("node_selector", "nodeSelector"), ("tolerations", "tolerations"), ("affinity", "affinity"),
+                     ("extra_env", "extraEnv"), ("extra_volumes", "extraVolumes"),
+                     ("extra_volume_mounts", "extraVolumeMounts")):
+        out[key] = copy.deepcopy(getattr(opts, f"{kind}_{fld}"))
+    return out

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Forbidden, Kube, KubeError, NoEtcdPods
-from .etcd_pods import EtcdMember, members_from_pods
+from .etcd_pods import EtcdMember, ServerNode, members_from_pods, node_from_api
 from .etcd_status import MemberStatus, member_status
 
 EXEC_TIMEOUT = 20.0  # etcdctl itself gives up after its dial + command timeouts
@@ -21,6 +21,22 @@ def etcd_members(kube: Kube, namespace: str, selector: str) -> list[EtcdMember]:
         raise NoEtcdPods(f"no etcd pods with label {selector} in namespace {namespace} "
                          "(etcd outside Kubernetes? see --etcd-namespace / --etcd-selector)")
     return members
+
+
+def etcd_pod_members(kube: Kube, namespace: str, selector: str) -> list[EtcdMember]:
+    """The members the etcd pods describe; none for k3s, whose etcd runs inside the k3s process."""
+    return members_from_pods(kube.list_pods(namespace, selector))
+
+
+def server_nodes(kube: Kube) -> tuple[list[ServerNode], str]:
+    """Every Node as a ServerNode, and "" -- or no nodes and why (listing Nodes is cluster-scoped: an operator
+    allowed to read pods in kube-system only may not list them; the distribution is then told from the pods)."""
+    try:
+        with kube.calling("list", "nodes"):
+            items = kube._request("GET", "/api/v1/nodes")["items"]  # Kube has no list_nodes (yet)
+    except Forbidden as e:
+        return [], str(e)
+    return [node_from_api(n) for n in items], ""
 
 
 def pod_nodes(kube: Kube, namespace: str, selector: str) -> list[str]:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..defaults import DEFAULT_NAMESPACE
 from ..errors import UsageError
 from ..manifest import SnapshotManifest
 from ..restore_plan import default_token
@@ -37,7 +38,7 @@ class RunbookOptions:
     store_url: str
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
-    namespace: str = "etcd-backup"  # where the backup objects (and Secrets) are
+    namespace: str = DEFAULT_NAMESPACE  # where the backup objects (and Secrets) are
     key_secret: SecretRef | None = None
     aws_secret: str | None = None  # Secret holding the S3 credentials the CronJob uses
     key_file: str = DEFAULT_KEY_FILE  # where the key is put on each node
@@ -185,7 +186,7 @@ def build_runbook(members: Sequence[EtcdMember], snapshot: SnapshotManifest, api
         store_args += ["--s3-endpoint-url", opts.s3_endpoint_url]
     if opts.s3_region:
         store_args += ["--s3-region", opts.s3_region]
-    key_args = ["--key-file", opts.key_file] if snapshot.cipher != "none" else []
+    key_args = ["--encryption-key-file", opts.key_file] if snapshot.cipher != "none" else []
     restore: dict[str, list[str]] = {}
     for m in members:
         argv = ["kubectl-etcdbackup", "restore", snapshot.id, *store_args, *key_args, "--name", m.name,

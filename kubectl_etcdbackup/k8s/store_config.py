@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from ..defaults import AWS_CREDENTIAL_KEYS
 from ..errors import UsageError
 from .etcd_pods import parse_flags
 
-AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _OPTIONS = ("store", "s3-endpoint-url", "s3-region")
 
 
@@ -77,7 +77,7 @@ def store_from_cronjob(cronjob: dict[str, Any]) -> ClusterStore:
     for e in c.get("env") or []:
         name = e.get("name", "")
         ref = (e.get("valueFrom") or {}).get("secretKeyRef")
-        if name in AWS_ENV and ref:
+        if name in AWS_CREDENTIAL_KEYS and ref:
             secret_env[name] = SecretRef(ref["name"], ref["key"])
         opt = name.removeprefix("ETCDBACKUP_").lower().replace("_", "-")
         if name.startswith("ETCDBACKUP_") and opt in _OPTIONS and "value" in e:
@@ -92,15 +92,16 @@ def store_from_cronjob(cronjob: dict[str, Any]) -> ClusterStore:
     volumes = {v["name"]: v for v in pod_spec.get("volumes") or []}
     claim = mount_path = None
     key_secret = None
+    key_file = flags.get("encryption-key-file") or flags.get("key-file", "")  # the flag, or its old name
     for m in c.get("volumeMounts") or []:
         vol = volumes.get(m.get("name"), {})
         path = urlparse(url).path if url.startswith("file:") else ""
         if "persistentVolumeClaim" in vol and path and (path == m["mountPath"].rstrip("/") or path.startswith(
                 m["mountPath"].rstrip("/") + "/")):
             claim, mount_path = vol["persistentVolumeClaim"]["claimName"], m["mountPath"]
-        if "secret" in vol and _is_key_mount(m["mountPath"], flags.get("key-file", "")):
+        if "secret" in vol and _is_key_mount(m["mountPath"], key_file):
             items = vol["secret"].get("items") or []
-            file_name = flags["key-file"][len(m["mountPath"].rstrip("/")) + 1:]
+            file_name = key_file[len(m["mountPath"].rstrip("/")) + 1:]
             key = next((i["key"] for i in items if i.get("path") == file_name), file_name)
             key_secret = SecretRef(vol["secret"]["secretName"], key)
     return ClusterStore(cronjob=md["name"], namespace=md.get("namespace", ""), url=url,

@@ -80,6 +80,10 @@ class Store(ABC):
         """Remove one unfinished write found by pending_writes(); raise StoreError when that fails."""
         raise StoreError(f"{self.url} has no unfinished writes to discard ({pending.name})")
 
+    @abstractmethod
+    def modified_at(self, name: str) -> datetime:
+        """When the object was last written (UTC); SnapshotNotFound when it does not exist."""
+
     def free_bytes(self) -> int | None:
         """Bytes a new object may still use, or None when the store cannot tell (an object store)."""
         return None

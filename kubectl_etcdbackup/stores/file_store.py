@@ -132,6 +132,12 @@ class FileStore(Store):
         except FileNotFoundError:
             raise SnapshotNotFound(f"object {name} not found in {self.url}") from None
 
+    def modified_at(self, name: str) -> datetime:
+        try:
+            return datetime.fromtimestamp(self._path(name).stat().st_mtime, UTC)
+        except FileNotFoundError:
+            raise SnapshotNotFound(f"object {name} not found in {self.url}") from None
+
     def check_writable(self) -> None:
         probe = self.root / f"{_TMP_PREFIX}probe-{secrets.token_hex(4)}"
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -32,6 +33,13 @@ def _describe(e: Exception, what: str) -> StoreError:
     if isinstance(e, NoCredentialsError):
         return StoreError(f"{what}: no S3 credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
     return StoreError(f"{what}: {e}")
+
+
+def s3_client(endpoint_url: str | None, region: str | None, session: Any = None) -> Any:
+    """The one S3 client configuration: standard retries (5 attempts), 10 s to connect, 60 s per read."""
+    return (session or boto3.session.Session()).client(
+        "s3", endpoint_url=endpoint_url, region_name=region,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60))
 
 
 class S3ObjectWriter(ObjectWriter):
@@ -113,10 +121,7 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
-        self.client = client or boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
-                          read_timeout=60))
+        self.client = client or s3_client(endpoint_url, region)
         self.sse_args: dict[str, str] = {}
         if sse:
             self.sse_args["ServerSideEncryption"] = sse
@@ -175,6 +180,12 @@ class S3Store(Store):
     def size(self, name: str) -> int:
         try:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._key(name))["ContentLength"])
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot stat {self._where(name)}") from None
+
+    def modified_at(self, name: str) -> datetime:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(name))["LastModified"]
         except (ClientError, BotoCoreError) as e:
             raise _describe(e, f"cannot stat {self._where(name)}") from None
 

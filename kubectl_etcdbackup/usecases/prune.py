@@ -14,12 +14,13 @@ from functools import partial
 
 from ..catalog import Listing, delete_snapshot, list_snapshots
 from ..durations import format_duration
-from ..errors import EtcdBackupError, UsageError
+from ..errors import EtcdBackupError, StoreError, UsageError
 from ..keys import Keyring
 from ..leftovers import LEFTOVER_MIN_AGE_SECONDS, Leftover, find_leftovers, remove_leftovers
-from ..manifest import OBJECT_SUFFIX, id_time
 from ..retention import RetentionPolicy, decide, stale_orphans
 from ..stores import Store
+from ..textutil import extract_json
+from .source import SourceSpec, open_source
 
 KEEP, DELETED, WOULD_DELETE, DELETE_FAILED = "keep", "deleted", "would delete", "delete failed"
 ORPHAN_REASON = "object without a manifest, over a day old (a failed backup, never a snapshot)"
@@ -50,6 +51,7 @@ class PruneReport:
     rows: list[PruneRow] = field(default_factory=list)  # snapshots newest first, then orphans, then leftovers
     leftovers_removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # bad manifests, failed deletions
+    notes: list[str] = field(default_factory=list)  # what the cluster said, when it ran there
 
     @property
     def deleted(self) -> list[str]:
@@ -66,7 +68,7 @@ def run_prune(opts: PruneOptions) -> PruneReport:
     listing = list_snapshots(opts.store, opts.keyring, now=now, allow_plaintext=opts.allow_plaintext)
     if opts.keyring is None and any(m.cipher != "none" for m in listing.snapshots):
         raise UsageError("prune needs the encryption key to tell genuine snapshots from planted ones "
-                         "(--key-file or --key-env)")
+                         "(--encryption-key-file or --key-env)")
     report = PruneReport(problems=list(listing.problems))
     _prune_snapshots(opts, listing, now, report)
     _prune_orphans(opts, listing, now, report)
@@ -97,9 +99,18 @@ def _prune_snapshots(opts: PruneOptions, listing: Listing, now: datetime, report
 
 
 def _prune_orphans(opts: PruneOptions, listing: Listing, now: datetime, report: PruneReport) -> None:
-    for name in stale_orphans(listing.orphans, lambda n: id_time(n.removesuffix(OBJECT_SUFFIX)), now):
+    for name in stale_orphans(listing.orphans, partial(_last_written, opts.store), now):
         action = _delete(report, opts.dry_run, name, partial(opts.store.delete, name))
         report.rows.append(PruneRow(name, "orphan", action, [ORPHAN_REASON]))
+
+
+def _last_written(store: Store, name: str) -> datetime | None:
+    """When an object without a manifest was last written: an import (whose id carries the snapshot's original,
+    older time) may still be verifying it. None (never chosen) when that cannot be told."""
+    try:
+        return store.modified_at(name)
+    except EtcdBackupError:
+        return None
 
 
 def _prune_leftovers(opts: PruneOptions, now: datetime, report: PruneReport) -> None:
@@ -121,3 +132,22 @@ def _remove_leftover(store: Store, item: Leftover, report: PruneReport) -> str:
         return DELETE_FAILED
     report.leftovers_removed.append(item.name)
     return DELETED
+
+
+def run_prune_source(source: SourceSpec, keyring: Keyring | None, policy: RetentionPolicy, *, dry_run: bool = False,
+                     allow_plaintext: bool = False) -> PruneReport:
+    """Prune a source: here, or (a volume in the cluster) in a Job with the backup's own access and key."""
+    with open_source(source) as src:
+        if src.store is not None:
+            report = run_prune(PruneOptions(src.store, keyring, policy, dry_run=dry_run,
+                                            allow_plaintext=allow_plaintext))
+        else:
+            out = src.remote(["prune", *policy.to_args(), "-o", "json", *(["--dry-run"] if dry_run else [])],
+                             write=not dry_run)
+            rows = extract_json(out, "[")
+            if not isinstance(rows, list):
+                raise StoreError("unexpected output of `kubectl-etcdbackup prune` in the cluster")
+            report = PruneReport(rows=[PruneRow(str(r["id"]), str(r["kind"]), str(r["action"]), list(r["reasons"]))
+                                       for r in rows])
+        report.notes += src.notes
+        return report

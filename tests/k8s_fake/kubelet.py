@@ -283,7 +283,8 @@ class KubeletSimulator:
             try:
                 argv, env, cwd = self._prepare(pod, c)
                 run.argv, run.env = argv, env
-                run.exit_code = self._exec(run, argv, env, cwd)
+                run.exit_code = self._exec(run, argv, env, cwd,
+                                           (pspec.get("securityContext") or {}).get("fsGroup"))
             except PodStartError as e:
                 msg = f"kubelet-sim: Error: {e}\n".encode()
                 self.server.append_pod_log(pname, msg, ns, c["name"])
@@ -417,10 +418,12 @@ class KubeletSimulator:
                                   "status.podIP": "10.244.0.20", "status.hostIP": "10.0.0.1"}
         return str(simple.get(path) or "")
 
-    def _exec(self, run: JobRun, argv: list[str], env: dict[str, str], cwd: str) -> int:
+    def _exec(self, run: JobRun, argv: list[str], env: dict[str, str], cwd: str, fs_group: int | None = None) -> int:
+        # As the kubelet does, the pod's fsGroup is a supplementary group of its processes.
+        groups = {"extra_groups": [*os.getgroups(), fs_group]} if fs_group is not None else {}
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+                                    stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True, **groups)
         except (FileNotFoundError, PermissionError, NotADirectoryError) as e:
             raise PodStartError(f'failed to start container "{run.container}": exec: "{argv[0]}": {e}') from None
         assert proc.stdout is not None

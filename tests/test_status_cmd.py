@@ -1,9 +1,11 @@
-"""`kubectl etcdbackup status` and `restore --plan` against kubeadm-like etcd pods in the fake API whose exec
-runs the real etcdctl (argv, no shell) against a real 3-member etcd 3.5 cluster with mTLS."""
+"""`kubectl etcdbackup status` (and, sharing its set-up, `restore --plan`) against kubeadm-like etcd pods in the
+fake API whose exec runs the real etcdctl (argv, no shell) against real 3-member etcd 3.5 clusters with mTLS.
+Exit codes: 0 all fine, 3 a member unhealthy or the backups stale or unknown, 1 the API unreachable."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from cli_helpers import backup_args, run_cli, write_key
 from infra.certs import TLSCerts
 from infra.etcd_binaries import EtcdBinaries
 from infra.etcd_cluster import EtcdCluster
-from k8s_fake import FakeKubeServer, LocalExec
+from infra.ports import allocate_port
+from k8s_fake import FakeKubeServer, LocalExec, write_kubeconfig
 from k8s_helpers import (
     PKI,
     add_etcd_pods,
@@ -26,6 +29,49 @@ from k8s_helpers import (
 
 pytestmark = [needs_kubectl, pytest.mark.timeout(180)]
 NODES = ["cp-a", "cp-b", "cp-c"]
+
+
+def test_stale_unknown_and_unreachable_exit_codes(
+        kube: FakeKubeServer, kubeconfig: Path, etcd35_tls_cluster: EtcdCluster, etcd_bins_35: EtcdBinaries,
+        tls_certs: TLSCerts, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    cluster = etcd35_tls_cluster  # shared: only read here
+    pki = kubeadm_pki(tls_certs, tmp_path / "pki")
+    kube.set_exec_handler(LocalExec(path=f"{etcd_bins_35.etcdctl.parent}:/usr/bin:/bin", path_map={PKI: str(pki)},
+                                    timeout=30), namespace="kube-system")
+    pods = add_etcd_pods(kube, cluster.names, cluster.endpoints, cluster.peer_urls, nodes=["n0", "n1", "n2"])
+    env = plugin_env(kubeconfig, tmp_path)
+    try:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        st = run_plugin(env, "status", "--store", f"file://{empty}")
+        assert st.rc == 3, st  # healthy members, but no backup at all
+        assert "freshness:    STALE: no verified backup at all" in st.out
+        assert st.err.splitlines()[-1] == "error: backups STALE: no verified backup at all"
+
+        store = tmp_path / "store"
+        r = run_cli(capsys, *backup_args(cluster, f"file://{store}", write_key(tmp_path / "key")))
+        assert r.rc == 0, r.err
+        st = run_plugin(env, "status", "--store", f"file://{store}", "-o", "json")
+        assert st.rc == 0 and json.loads(st.out)["backups"]["ok"], st
+        time.sleep(2.1)
+        st = run_plugin(env, "status", "--store", f"file://{store}", "--max-age", "1s", "-o", "yaml")
+        assert st.rc == 3, st
+        assert "STALE: newest verified backup" in st.out and "(limit 1s)" in st.err.splitlines()[-1]
+
+        st = run_plugin(env, "status", "-n", "other", "-o", "json")  # no backup CronJob there: unknown
+        assert st.rc == 3, st
+        assert json.loads(st.out)["backups"] == {
+            "ok": False, "error": "no backup CronJob in namespace other: run kubectl etcdbackup install -n other"}
+        assert st.err.splitlines()[-1].startswith("error: backups unknown: no backup CronJob in namespace other")
+    finally:
+        for p in pods:
+            kube.delete("pods", p["metadata"]["name"], "kube-system")
+
+    port = allocate_port()  # reserved, nothing listens there
+    dead = plugin_env(write_kubeconfig(tmp_path / "dead", f"http://127.0.0.1:{port}"), tmp_path)
+    st = run_plugin(dead, "status", "--store", f"file://{store}")
+    assert st.rc == 1 and st.out == "", st
+    assert st.err == f"error: cannot reach the Kubernetes API at http://127.0.0.1:{port}: connection refused\n"
 
 
 def test_status_then_a_stopped_member_then_the_restore_runbook(
@@ -64,15 +110,16 @@ def test_status_then_a_stopped_member_then_the_restore_runbook(
     assert "member cp2: db size" in st.err and "of its quota" in st.err  # the quota warning, on stderr only
     assert "cp0: db size" not in st.err
 
-    # a stopped member is unhealthy (exit 1); the other two still have exactly one leader
+    # a stopped member is unhealthy (exit 3: degraded); the other two still have exactly one leader
     cluster.stop_member(1)
     st = run_plugin(env, "status", "--store", f"file://{store}", "-o", "json")
-    assert st.rc == 1, st
+    assert st.rc == 3, st
     doc = json.loads(st.out)
     health = {m["member"]: m["healthy"] for m in doc["members"]}
     assert health == {"cp0": True, "cp1": False, "cp2": True}
     assert sum(bool(m["leader"]) for m in doc["members"]) == 1
     assert any(w.startswith("member cp1 on cp-b is unhealthy") for w in doc["warnings"])
+    assert st.err.splitlines()[-1] == "error: etcd member cp1 on cp-b is unhealthy"
 
     # the runbook: every member's flags from its pod spec, one token, the id resolved from 'latest'
     plan = run_plugin(env, "restore", "latest", "--plan", "--store", f"file://{store}", "-o", "json",
@@ -86,8 +133,8 @@ def test_status_then_a_stopped_member_then_the_restore_runbook(
     restore = next(s for s in book["steps"] if s["phase"] == "restore")["commands"]
     for name, node, peer in zip(cluster.names, NODES, cluster.peer_urls, strict=True):
         (cmd,) = restore[node]
-        assert (f"restore {sid} --store file:///var/lib/etcdbackup-restore --key-file /root/etcd.key --name {name} "
-                f"--data-dir /var/lib/etcd --initial-cluster {cluster.initial_cluster} "
+        assert (f"restore {sid} --store file:///var/lib/etcdbackup-restore --encryption-key-file /root/etcd.key "
+                f"--name {name} --data-dir /var/lib/etcd --initial-cluster {cluster.initial_cluster} "
                 f"--initial-advertise-peer-urls {peer} --initial-cluster-token restore-{sid} --move-aside") in cmd
     script = (tmp_path / "rb" / "cp-b.sh").read_text()
     assert script.index("stop-apiserver)") < script.index("stop-etcd)") < script.index("restore)") \

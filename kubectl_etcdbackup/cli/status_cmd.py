@@ -1,0 +1,74 @@
+"""`status`: the health of each etcd member and of the backups; exit 3 when either is not fine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import Degraded
+from . import render
+from .common import EtcdPodsOptions, KubeOptions, OutputFormat, OutputOpt, StoreOptions, grouped, seconds
+
+if TYPE_CHECKING:
+    from ..usecases.status import BackupSummary
+
+COLUMNS = [("member", "MEMBER"), ("node", "NODE"), ("leader", "LEADER"), ("db_size", "DB SIZE"),
+           ("db_size_in_use", "IN USE"), ("raft_index", "RAFT INDEX"), ("healthy", "HEALTH"), ("version", "VERSION")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status_cmd)
+
+
+@grouped
+def status_cmd(store: StoreOptions, kube: KubeOptions, etcd: EtcdPodsOptions,
+               max_age: Annotated[str | None, typer.Option(
+                   "--max-age", help="backups older than this are stale (default: the installed exporter's)")]
+               = None, output: OutputOpt = OutputFormat.table) -> None:
+    """Health of each etcd member and of the backups; exit 3 if a member is unhealthy or the backups are stale
+    or unknown, 1 if the cluster cannot be asked."""
+    from ..output import render as table
+    from ..usecases.status import StatusOptions, run_status
+
+    report = run_status(StatusOptions(store.spec(kube), etcd.etcd_namespace, etcd.etcd_selector,
+                                      seconds(max_age, "--max-age")))
+    render.warn(f"note: {n}" for n in report.notes)
+    if output == "table":
+        render.out(table([m.as_dict() for m in report.members], "table", COLUMNS, _cell))
+        render.out("")
+        _summary(report.backups)
+        render.warn(report.warnings)
+    else:
+        render.document(report.as_dict(), output)
+    if report.problems:
+        raise Degraded("; ".join(report.problems))
+
+
+def _cell(key: str, value: Any) -> str:
+    if key in ("db_size", "db_size_in_use"):
+        return render.cell(key, value)
+    if key == "leader":
+        return "?" if value is None else ("yes" if value else "no")
+    if key == "healthy":
+        return "healthy" if value else "UNHEALTHY"
+    return ("" if key == "version" else "?") if value is None else str(value)
+
+
+def _summary(b: BackupSummary) -> None:
+    from ..durations import format_duration
+
+    if b.error:
+        render.out(f"Backups: unknown: {b.error}")
+        return
+    render.out(f"Backups: {b.store} ({b.source}, {b.snapshots} snapshots)")
+    if b.last_backup is not None:
+        render.out(f"  last backup:  {b.last_backup.id}, {format_duration(b.last_backup_age_seconds or 0)} ago "
+                   f"(revision {b.last_backup.etcd_revision})")
+    render.out(f"  freshness:    {b.freshness}")
+    if b.last_failure_time:
+        age = f"{format_duration(b.last_failure_age_seconds)} ago" if b.last_failure_age_seconds is not None \
+            else b.last_failure_time
+        render.out(f"  last failure: {age}: {b.last_failure_message} ({b.failures_total} failed runs in total)")
+    else:
+        render.out("  last failure: none recorded")

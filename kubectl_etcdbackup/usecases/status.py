@@ -1,0 +1,156 @@
+"""`status`: the health of each etcd member (etcdctl exec'ed in its pod) and of the backups (the newest verified
+snapshot's age against the allowed one, and the agent's run record). Problems are in the report; the command
+decides what they mean for its exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..defaults import ETCD_NAMESPACE, ETCD_SELECTOR
+from ..durations import parse_duration
+from ..errors import EtcdBackupError
+from ..k8s.etcd_status import MemberStatus, warnings_for
+from ..manifest import SnapshotManifest, parse_time
+from ..monitor import assess
+from .source import SnapshotSource, SourceSpec, open_source
+
+if TYPE_CHECKING:
+    from ..k8s.store_catalog import Catalog
+
+DEFAULT_MAX_AGE = 3600.0  # what the installed exporter alerts after, unless told otherwise
+
+
+@dataclass(frozen=True)
+class StatusOptions:
+    source: SourceSpec  # the backups: --store, else the cluster's CronJob (its cluster is also etcd's)
+    etcd_namespace: str = ETCD_NAMESPACE
+    etcd_selector: str = ETCD_SELECTOR
+    max_age: float | None = None  # seconds; None: the installed exporter's (ConfigMap <cronjob>-monitor), else 1h
+
+
+@dataclass
+class BackupSummary:
+    """The backups' side of `status`; `error` says why they are unknown."""
+
+    ok: bool
+    error: str = ""
+    store: str = ""
+    source: str = ""
+    snapshots: int = 0
+    freshness: str = ""
+    max_age_seconds: float = DEFAULT_MAX_AGE
+    failures_total: int = 0
+    last_failure_time: str = ""
+    last_failure_message: str = ""
+    last_failure_age_seconds: float | None = None
+    problems: list[str] = field(default_factory=list)
+    last_backup: SnapshotManifest | None = None
+    last_backup_age_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.error:
+            return {"ok": False, "error": self.error}
+        out: dict[str, Any] = {
+            "ok": self.ok, "store": self.store, "source": self.source, "snapshots": self.snapshots,
+            "freshness": self.freshness, "max_age_seconds": self.max_age_seconds,
+            "failures_total": self.failures_total, "last_failure_time": self.last_failure_time or None,
+            "last_failure_message": self.last_failure_message or None, "problems": self.problems}
+        if self.last_backup is not None:
+            out |= {"last_backup_id": self.last_backup.id, "last_backup_time": self.last_backup.created_at,
+                    "last_backup_age_seconds": int(self.last_backup_age_seconds or 0),
+                    "last_backup_revision": self.last_backup.etcd_revision}
+        return out
+
+
+@dataclass
+class StatusReport:
+    members: list[MemberStatus]
+    backups: BackupSummary
+    warnings: list[str] = field(default_factory=list)  # e.g. a member near its quota
+    notes: list[str] = field(default_factory=list)  # what reading the backups had to say
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the cluster's backups or etcd are not fine (empty: all fine)."""
+        out = [f"etcd member {m.member} on {m.node} is unhealthy" for m in self.members if not m.healthy]
+        if self.backups.error:
+            out.append(f"backups unknown: {self.backups.error}")
+        elif not self.backups.ok:
+            out.append(f"backups {self.backups.freshness}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"members": [m.as_dict() for m in self.members], "backups": self.backups.as_dict(),
+                "warnings": self.warnings}
+
+
+def run_status(opts: StatusOptions) -> StatusReport:
+    """Probe the members (a failing API is an error: KubeError), then read the backups (a failure there makes
+    them unknown, except when the API itself cannot be reached)."""
+    from ..k8s.probe import etcd_members, probe_members
+    from .cluster import connected
+
+    kube = opts.source.kube
+    with connected(kube.kubeconfig, kube.context) as k:
+        members = probe_members(k, etcd_members(k, opts.etcd_namespace, opts.etcd_selector))
+    notes: list[str] = []
+    return StatusReport(members, _backups(opts, notes), warnings_for(members), notes)
+
+
+def _backups(opts: StatusOptions, notes: list[str]) -> BackupSummary:
+    from ..k8s.api import ClusterUnreachable, KubeConfigError, Unauthorized
+
+    try:
+        with open_source(opts.source) as src:
+            try:
+                cat, limit = _catalog(src), _max_age(src, opts.max_age)
+            finally:
+                notes += src.notes
+    except (ClusterUnreachable, Unauthorized, KubeConfigError):
+        raise
+    except EtcdBackupError as e:
+        return BackupSummary(False, error=str(e))
+    now = datetime.now(UTC)
+    fresh = assess(cat.snapshots, limit, now)
+    rs = cat.run_status
+    return BackupSummary(
+        ok=not fresh.stale, store=cat.store_url, source=src.where, snapshots=len(cat.snapshots),
+        freshness=fresh.message, max_age_seconds=limit, failures_total=rs.failures_total,
+        last_failure_time=rs.last_failure_time, last_failure_message=rs.last_failure_message,
+        last_failure_age_seconds=_age(rs.last_failure_time, now), problems=list(cat.problems),
+        last_backup=fresh.newest, last_backup_age_seconds=fresh.age_seconds)
+
+
+def _catalog(src: SnapshotSource) -> Catalog:
+    from ..k8s.store_catalog import catalog_of
+
+    if src.store is not None:
+        return catalog_of(src.store)
+    from ..k8s.cluster_store import read_catalog
+
+    assert src.kube is not None and src.cronjob is not None and src.cluster is not None
+    return read_catalog(src.kube, src.cronjob, src.cluster, src.notes)
+
+
+def _max_age(src: SnapshotSource, given: float | None) -> float:
+    """The given age, else the installed exporter's setting (ConfigMap <cronjob>-monitor), else 1h."""
+    if given:
+        return given
+    if src.kube is None or src.cluster is None:
+        return DEFAULT_MAX_AGE
+    try:
+        data = src.kube.get_configmap(src.cluster.namespace, f"{src.cluster.cronjob}-monitor").get("data") or {}
+        return parse_duration(data["ETCDBACKUP_MAX_AGE"]) if data.get("ETCDBACKUP_MAX_AGE") else DEFAULT_MAX_AGE
+    except (EtcdBackupError, ValueError):
+        return DEFAULT_MAX_AGE
+
+
+def _age(text: str, now: datetime) -> float | None:
+    if not text:
+        return None
+    try:
+        return (now - parse_time(text)).total_seconds()
+    except EtcdBackupError:
+        return None
