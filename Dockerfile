@@ -1,11 +1,11 @@
 # syntax=docker/dockerfile:1
-# The in-cluster agent image: kubectl-etcdbackup[agent] plus etcd's etcdctl/etcdutl on distroless Python
+# The in-cluster agent image: kubectl-etcdbackup[agent] plus etcd's etcdctl/etcdutl/etcd on distroless Python
 # (Debian 12's CPython 3.11; no shell, no package manager).
 #   docker build -t ghcr.io/kubectl-etcdbackup/agent:0.1.0 .
 # The CronJob and the exporter run it with an explicit command (exec form); no shell is used at run time.
 # Base images are pinned by digest: scripts/bump-image-digests.py rewrites the digests below.
 
-# etcd's official image is only a source of the etcdctl/etcdutl binaries (it never runs, nor in the cluster):
+# etcd's official image is only a source of the etcdctl/etcdutl/etcd binaries (it never runs, nor in the cluster):
 # 3.5.21, the etcd of kubeadm 1.33. Alternative: gcr.io/etcd-development/etcd:v3.5.21
 ARG ETCD_IMAGE=registry.k8s.io/etcd:3.5.21-0@sha256:0000000000000000000000000000000000000000000000000000000000000000
 # The build stage has Debian 12's python3, the very interpreter of the runtime image, so the venv it makes
@@ -42,7 +42,7 @@ FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="kubectl-etcdbackup agent" \
       org.opencontainers.image.source="https://github.com/kubectl-etcdbackup/kubectl-etcdbackup" \
       org.opencontainers.image.licenses="Apache-2.0"
-COPY --from=etcd /usr/local/bin/etcdctl /usr/local/bin/etcdutl /usr/local/bin/
+COPY --from=etcd /usr/local/bin/etcdctl /usr/local/bin/etcdutl /usr/local/bin/etcd /usr/local/bin/
 COPY --from=build /opt/etcdbackup /opt/etcdbackup
 ENV PATH=/opt/etcdbackup/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -69,7 +70,34 @@ class StoreCollector(Collector):
         max_age = GaugeMetricFamily("etcd_backup_max_age_seconds", "Allowed age of the newest backup",
                                     labels=labels)
         max_age.add_metric(url, self.max_age_seconds)
-        return out + [count, untrusted, stale, max_age]
+        return out + [count, untrusted, stale, max_age] + self._stream_families(labels, url)
+
+    def _stream_families(self, labels: list[str], url: list[str]) -> list:
+        """How far continuous backup reaches, only when the store has a delta stream (and a key to trust it)."""
+        from .continuous.stored import stream_summary
+
+        if self.keyring is None:
+            return []
+        try:
+            summary = stream_summary(self.store, self.keyring)
+        except EtcdBackupError:
+            return []
+        if summary is None:
+            return []
+        covered = summary.covered_time.timestamp()
+        values = [("etcd_backup_stream_covered_revision", "Every revision up to this one is in the delta stream",
+                   summary.covered_revision),
+                  ("etcd_backup_stream_covered_timestamp", "Unix time of the newest point the delta stream covers",
+                   covered),
+                  ("etcd_backup_stream_lag_seconds", "Seconds since the newest point the delta stream covers (the "
+                   "data a total loss now would lose)", max(0.0, time.time() - covered)),
+                  ("etcd_backup_stream_segments", "Delta segments in the store", summary.segments)]
+        families = []
+        for name, doc, value in values:
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric(url, value)
+            families.append(g)
+        return families
 
     def collect(self) -> Iterator:
         with self._lock:
@@ -95,7 +123,7 @@ def make_exporter(store: Store, keyring: Keyring | None, host: str, port: int, m
     registry.register(StoreCollector(store, keyring, max_age_seconds, cache_seconds))
     metrics_app = make_wsgi_app(registry)
 
-    def app(environ, start_response):  # type: ignore[no-untyped-def]
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]

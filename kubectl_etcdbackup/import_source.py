@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO, cast
 
 from .errors import EtcdBackupError, FormatError, IntegrityError, ToolError, TruncatedError, UsageError
 from .import_detect import DB, GPG, SNIFF_BYTES, ZIP, sniff
@@ -59,7 +59,7 @@ class _Gpg:
              "--decrypt", "--", str(path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr)
         assert self.proc.stdout is not None
-        self.stdout: IO[bytes] = self.proc.stdout
+        self.stdout = cast(BinaryIO, self.proc.stdout)
 
     def failure(self) -> str:
         """"" when gpg exited 0, else why it failed. Reads what gpg still writes (its verdict on a tampered or

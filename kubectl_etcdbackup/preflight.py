@@ -31,7 +31,7 @@ from .etcd.rpc import RpcError, describe
 from .output import human_bytes
 
 CERT_WARN_DAYS = 30
-_ALARM_NAMES = {rpc_pb2.AlarmType.NOSPACE: "NOSPACE", rpc_pb2.AlarmType.CORRUPT: "CORRUPT"}
+_ALARM_NAMES = {1: "NOSPACE", 2: "CORRUPT"}  # etcd's AlarmType (this proto predates CORRUPT)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import EtcdBackupError, RestoreRefused
+from .bbolt import BboltScanner
+from .errors import EtcdBackupError, IntegrityError, RestoreRefused
 from .etcd.tools import EtcdTool, RestoreArgs
 from .fetch import fetch_to_file
 from .keys import Keyring
@@ -150,8 +151,17 @@ def _restore_into_staging(plan: RestorePlan, store: Store, manifest: SnapshotMan
                           keyring: Keyring | None, tool: EtcdTool, progress: bool | None,
                           allow_plaintext: bool) -> None:
     snap = Path(plan.snapshot_file)
-    fetch_to_file(store, manifest, keyring, snap, progress, allow_plaintext=allow_plaintext)
-    check_revision(manifest, tool.snapshot_status(str(snap)).revision)
+    # One pass: fetch, decrypt, decompress, every hash and the bbolt page walk (in place of `snapshot status`,
+    # which maps the whole db). No fsync: this copy is only etcdutl's input, and the member db it writes is
+    # synced by etcdutl (bbolt commit) before the swap.
+    pages = BboltScanner()
+    fetch_to_file(store, manifest, keyring, snap, progress, durable=False, allow_plaintext=allow_plaintext,
+                  pages=pages)
+    try:
+        db = pages.finish()
+    except IntegrityError as e:
+        raise IntegrityError(f"snapshot {manifest.id}: {e}") from None
+    check_revision(manifest, db.revision)
     m = plan.member
     tool.restore(RestoreArgs(str(snap), plan.restored_dir, m.name, m.initial_cluster, plan.token,
                              m.initial_advertise_peer_urls, m.bump_revision, m.mark_compacted, m.wal_dir))

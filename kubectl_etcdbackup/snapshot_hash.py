@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from .bbolt import BboltScanner, DbSummary
 from .errors import IntegrityError, TruncatedError
 
 ETCD_HASH_SIZE = 32
@@ -14,12 +15,15 @@ class SnapshotHashCheck:
 
     Also keeps the sha256 and size of the whole raw stream (db + appended hash), which is what
     `etcdctl snapshot save` writes and what `snapshot restore` expects.
+
+    With `pages`, the db bytes also go through the streaming bbolt check; db_summary() gives its result.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pages: BboltScanner | None = None) -> None:
         self._db = hashlib.sha256()
         self._tail = b""
         self.size = 0
+        self.pages = pages
 
     def update(self, data: bytes) -> None:
         self.size += len(data)
@@ -27,7 +31,10 @@ class SnapshotHashCheck:
         if len(buf) <= ETCD_HASH_SIZE:
             self._tail = bytes(buf)
             return
-        self._db.update(memoryview(buf)[:-ETCD_HASH_SIZE])
+        db = memoryview(buf)[:-ETCD_HASH_SIZE]
+        self._db.update(db)
+        if self.pages is not None:
+            self.pages.feed(db)
         self._tail = bytes(buf[-ETCD_HASH_SIZE:])
 
     @property
@@ -42,3 +49,12 @@ class SnapshotHashCheck:
             raise TruncatedError(f"{source} is empty or truncated ({self.size} bytes)")
         if self._db.digest() != self._tail:
             raise IntegrityError(f"{source} does not match etcd's appended sha256 (corrupt or truncated)")
+
+    def db_summary(self, source: str = "snapshot") -> DbSummary:
+        """After check(): walk the db's pages (IntegrityError when it is inconsistent). Needs `pages`."""
+        if self.pages is None:
+            raise ValueError("this hash check was made without a page scanner")
+        try:
+            return self.pages.finish()
+        except IntegrityError as e:
+            raise IntegrityError(f"{source}: {e}") from None

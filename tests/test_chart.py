@@ -2,9 +2,11 @@
 schema rejecting bad input, and the contract with kubectl_etcdbackup.k8s.manifests: for the same options,
 `helm template` renders the very same objects as render_manifests().
 
+The value sets are chart/ci/*-values.yaml (what chart testing tools lint and install too).
 ServiceMonitor and PrometheusRule (Prometheus Operator CRDs) have no schema in kubernetes-validate: they are
-checked structurally here instead. The only normalisation in the contract is the PVC's Helm-only annotation
-`helm.sh/resource-policy: keep`; neither side emits helm.sh/chart or app.kubernetes.io/managed-by labels.
+checked structurally here instead. The normalisation in the contract: the PVC's Helm-only annotation
+`helm.sh/resource-policy: keep`, and the labels that name the manager (`helm.sh/chart`, and
+`app.kubernetes.io/managed-by`: Helm in the chart, kubectl-etcdbackup in render_manifests).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 from infra.k8s_schema import K8S_VERSIONS, k8s_validate
 
 from kubectl_etcdbackup import __version__
+from kubectl_etcdbackup.defaults import DISTRIBUTIONS
 from kubectl_etcdbackup.k8s import manifests as m
 from kubectl_etcdbackup.k8s.manifests import ManifestOptions, render_manifests, to_helm_values
 
@@ -63,32 +66,19 @@ def template(env: dict[str, str], tmp: Path, values: dict[str, Any] | None = Non
     return [o for o in yaml.safe_load_all(r.stdout) if o]
 
 
-# Values sets: chart defaults (PVC), S3 with everything optional switched on, PVC with an existing claim.
+# chart/ci/<name>-values.yaml: default, s3, pvc, k3s, rke2, client-cert-secret, continuous.
+CI_DIR = CHART / "ci"
 VALUE_SETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "s3": {
-        "store": {"type": "s3", "s3": {"bucket": "etcd-backups", "prefix": "prod/cluster-1",
-                                       "endpointUrl": "https://minio.example:9000", "region": "eu-west-1",
-                                       "existingSecret": "etcd-backup-s3", "sse": "aws:kms",
-                                       "sseKmsKeyId": "alias/etcd"}},
-        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
-        "prometheusRule": {"enabled": True, "etcdSelector": 'job="kube-etcd"', "labels": {"team": "sre"}},
-        "monitor": {"maxAge": "2h"},
-        "backup": {"timeZone": "Etc/UTC", "pushgateway": "http://pushgateway.monitoring:9091"},
-        "rbac": {"operator": {"create": True, "subjects": [
-            {"kind": "Group", "name": "sre", "apiGroup": "rbac.authorization.k8s.io"}]}},
-        "imagePullSecrets": ["regcred"],
-    },
-    "pvc": {
-        "store": {"type": "file", "pvc": {"create": False, "name": "etcd-backups", "mountPath": "/var/backups"}},
-        "backup": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
-                   "workDirSizeLimit": "10Gi", "verify": "restore", "commandTimeout": "20m", "idleTimeout": "1m",
-                   "activeDeadlineSeconds": 1800},
-        "retention": {"keepLast": 10, "keepWithin": "", "keepDaily": None, "keepMonthly": 1_000_000},
-        "priorityClassName": "system-node-critical",
-        "exporter": {"enabled": False},
-    },
-}
+    f.name.removesuffix("-values.yaml"): yaml.safe_load(f.read_text()) or {}
+    for f in sorted(CI_DIR.glob("*-values.yaml"))}
+
+
+def test_ci_value_sets() -> None:
+    assert sorted(VALUE_SETS) == sorted(["default", "s3", "pvc", "k3s", "rke2", "client-cert-secret", "continuous"])
+
+
+def preset(values: dict[str, Any]) -> dict[str, Any]:
+    return DISTRIBUTIONS[values.get("distribution", "kubeadm")]
 
 
 @pytest.mark.parametrize("name", list(VALUE_SETS))
@@ -151,7 +141,15 @@ def test_rendered_objects_pass_strict_kubernetes_schema(helm_env: dict[str, str]
     ({"backup": {"verify": "maybe"}}, ["backup.verify"]),
     ({"backup": {"securityContext": {"runAsNonRoot": True}}}, ["backup.securityContext.runAsUser"]),
     ({"store": {"s3": {"sse": "yes"}}}, ["store.s3.sse"]),
-    ({"etcd": {"endpoints": []}}, ["etcd.endpoints"]),
+    ({"etcd": {"endpoints": ["10.0.0.1:2379"]}}, ["etcd.endpoints"]),
+    ({"distribution": "openshift"}, ["distribution"]),
+    ({"commonLabels": {"app.kubernetes.io/name": "x"}}, ["commonLabels"]),
+    ({"backup": {"podLabels": {"helm.sh/chart": "x"}}}, ["backup.podLabels"]),
+    ({"backup": {"extraEnv": [{"name": "AWS_ACCESS_KEY_ID", "value": "x"}]}}, ["backup.extraEnv"]),
+    ({"exporter": {"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}}, ["exporter.extraVolumes"]),
+    ({"etcd": {"clientCertSecret": "Not_A_Secret"}}, ["etcd.clientCertSecret"]),
+    ({"continuous": {"flushInterval": "5 seconds"}}, ["continuous.flushInterval"]),
+    ({"continuous": {"maxLag": ""}}, ["continuous.maxLag"]),
     ({"schedule": "*/5 * * * *"}, ["Additional property schedule is not allowed"]),
 ])
 def test_values_schema_rejects_bad_values(helm_env: dict[str, str], tmp_path: Path, values: dict[str, Any],
@@ -192,10 +190,67 @@ CONTRACT_OPTIONS: dict[str, ManifestOptions] = {
 }
 
 
+CONTRACT_OPTIONS |= {
+    "k3s": ManifestOptions(distribution="k3s"),
+    "rke2-s3-exporter-anywhere": ManifestOptions(
+        distribution="rke2", store="s3://etcd-backups/c", s3_existing_secret="rw", exporter_s3_existing_secret="ro",
+        exporter_node_selector={}, exporter_tolerations=[], common_labels={"example.com/team": "sre"},
+        etcd_pki_dir="/srv/rke2/server/tls/etcd"),
+    "client-cert-secret": ManifestOptions(
+        etcd_client_cert_secret="etcd-client", run_as_non_root=True, run_as_user=65532, run_as_group=65532),
+    "client-cert-secret-endpoints": ManifestOptions(
+        etcd_client_cert_secret="etcd-client", etcd_endpoints=["https://etcd-0.etcd:2379", "https://etcd-1.etcd:2379"],
+        node_selector={}, tolerations=[]),
+    "continuous": ManifestOptions(
+        continuous=True, continuous_flush_interval="10s", continuous_pod_annotations={"a": "b"},
+        continuous_pod_labels={"example.com/tier": "stream"}, distribution="k3s"),
+    "continuous-s3-secret": ManifestOptions(
+        continuous=True, store="s3://etcd-backups/c", s3_existing_secret="rw", s3_sse="AES256",
+        s3_endpoint_url="http://minio:9000", etcd_client_cert_secret="etcd-client",
+        continuous_resources={"requests": {"cpu": "1", "ephemeral-storage": "1Gi"},
+                              "limits": {"ephemeral-storage": "2Gi"}}),
+    "pod-options": ManifestOptions(
+        backup_pod_annotations={"a": "1"}, backup_pod_labels={"example.com/x": "one"},
+        backup_node_selector={"kubernetes.io/hostname": "cp-1"},
+        backup_tolerations=[{"operator": "Exists"}],
+        backup_affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "node-role.kubernetes.io/etcd", "operator": "Exists"}]}]}}},
+        backup_extra_env=[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        backup_extra_volumes=[{"name": "ca-bundle", "configMap": {"name": "ca-bundle"}}],
+        backup_extra_volume_mounts=[{"name": "ca-bundle", "mountPath": "/etc/ssl/custom", "readOnly": True}],
+        exporter_pod_annotations={"b": "2"}, exporter_pod_labels={"example.com/y": "two"},
+        exporter_affinity={"podAntiAffinity": {}}, exporter_extra_env=[{"name": "X", "value": "1"}],
+        exporter_extra_volumes=[{"name": "extra", "emptyDir": {"sizeLimit": "1Mi"}}],
+        exporter_extra_volume_mounts=[{"name": "extra", "mountPath": "/extra"}], exporter_work_dir_size_limit="1Gi",
+        common_labels={"example.com/team": "sre"}, node_selector={"example.com/pool": "system"}),
+}
+
+MANAGER_LABELS = {"app.kubernetes.io/managed-by": "Helm", "helm.sh/chart": f"etcd-backup-{__version__}"}
+
+
+def _normalise_labels(node: Any, manager: dict[str, str]) -> None:
+    """Every labels map (objects, job and pod templates): the manager labels must be `manager`; then dropped."""
+    if isinstance(node, dict):
+        if isinstance(node.get("labels"), dict) and "app.kubernetes.io/part-of" in node["labels"]:
+            for k, v in manager.items():
+                assert node["labels"].pop(k) == v, (k, node["labels"])
+        for v in node.values():
+            _normalise_labels(v, manager)
+    elif isinstance(node, list):
+        for v in node:
+            _normalise_labels(v, manager)
+
+
 def _normalise_helm(obj: dict[str, Any]) -> dict[str, Any]:
     ann = obj["metadata"].get("annotations", {})
     if obj["kind"] == "PersistentVolumeClaim" and ann.pop("helm.sh/resource-policy", None) and not ann:
         del obj["metadata"]["annotations"]
+    _normalise_labels(obj, MANAGER_LABELS)
+    return obj
+
+
+def _normalise_python(obj: dict[str, Any]) -> dict[str, Any]:
+    _normalise_labels(obj, {"app.kubernetes.io/managed-by": m.MANAGED_BY})
     return obj
 
 
@@ -205,7 +260,8 @@ def test_helm_renders_what_render_manifests_renders(helm_env: dict[str, str], tm
     rendered = template(helm_env, tmp_path, to_helm_values(opts), release=opts.name, namespace=opts.namespace,
                         extra=("--skip-tests",))
     from_helm = {(o["kind"], o["metadata"]["name"]): _normalise_helm(o) for o in rendered}
-    from_python = {(o["kind"], o["metadata"]["name"]): o for o in render_manifests(opts) if o["kind"] != "Namespace"}
+    from_python = {(o["kind"], o["metadata"]["name"]): _normalise_python(o) for o in render_manifests(opts)
+                   if o["kind"] != "Namespace"}
     assert sorted(from_helm) == sorted(from_python)
     key = ("CronJob", opts.name)
     assert from_helm[key] == from_python[key], "CronJob differs:\n" + _diff(from_python[key], from_helm[key])
@@ -225,8 +281,20 @@ def test_chart_defaults_equal_python_defaults() -> None:
     python_values = to_helm_values(ManifestOptions())
     assert python_values.pop("fullnameOverride") == "etcd-backup" and chart_values["fullnameOverride"] == ""
     assert python_values["image"].pop("tag") == __version__ and chart_values["image"].pop("tag") == ""
-    for k, v in python_values.items():
-        assert chart_values[k] == v, k
+    chart_values.pop("global")
+    chart_values.pop("fullnameOverride")
+
+    def subset(python: Any, chart: Any, path: str) -> None:  # what the chart has beyond: Helm-only values
+        if isinstance(python, dict) and python:
+            assert isinstance(chart, dict), path
+            for k, v in python.items():
+                subset(v, chart.get(k), f"{path}.{k}")
+        else:
+            assert chart == python, path
+
+    subset(python_values, chart_values, "")
+    helm_only = {k for k in chart_values if k not in python_values}
+    assert helm_only == {"serviceMonitor", "prometheusRule", "test"}, helm_only
 
 
 def test_chart_version_and_schema_follow_the_python_module() -> None:
@@ -246,10 +314,22 @@ def test_chart_version_and_schema_follow_the_python_module() -> None:
     assert props["monitor"]["properties"]["maxAge"]["pattern"] == m.DURATION_RE.pattern
     assert props["store"]["properties"]["type"]["enum"] == ["file", "s3"]
     assert props["backup"]["properties"]["verify"]["enum"] == list(m.VERIFY_MODES)
-    assert props["etcd"]["properties"]["pki"]["properties"]["hostPath"]["pattern"] == m.ABS_DIR_RE.pattern
+    # empty: the distribution's
+    pki = props["etcd"]["properties"]["pki"]["properties"]
+    assert pki["hostPath"]["pattern"] == f"^({m.ABS_DIR_RE.pattern[1:-1]})?$"
     mount = props["store"]["properties"]["pvc"]["properties"]["mountPath"]
     assert mount["pattern"] == m.ABS_DIR_RE.pattern and mount["not"]["pattern"] == m.RESERVED_PATH_RE.pattern
     assert props["encryption"]["properties"]["key"]["pattern"] == m.SECRET_KEY_RE.pattern
+    assert props["distribution"]["enum"] == list(DISTRIBUTIONS)
+    assert props["commonLabels"]["propertyNames"]["not"]["pattern"] == m.RESERVED_LABEL_RE.pattern
+    for comp in ("backup", "exporter", "test"):
+        pod = props[comp]["properties"]
+        assert pod["podLabels"]["propertyNames"]["not"]["pattern"] == m.RESERVED_LABEL_RE.pattern
+        assert pod["extraEnv"]["items"]["not"]["properties"]["name"]["pattern"] == m.RESERVED_ENV_RE.pattern
+        assert set(pod["extraVolumes"]["items"]["not"]["properties"]["name"]["enum"]) == set(m._OWN_VOLUMES)
+    for k in ("flushInterval", "maxLag"):
+        assert props["continuous"]["properties"][k]["pattern"] == m.DURATION_RE.pattern
+    assert props["global"] == {"type": "object", "description": props["global"]["description"]}
 
     def strict(node: Any, path: str) -> None:  # every object with properties is closed
         if isinstance(node, dict):
@@ -272,7 +352,8 @@ def _pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if o["kind"] == "CronJob":
             out["CronJob"] = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         elif o["kind"] == "Deployment":
-            out["Deployment"] = o["spec"]["template"]["spec"]
+            kind = "stream" if o["metadata"]["name"].endswith("-stream") else "Deployment"
+            out[kind] = o["spec"]["template"]["spec"]
         elif o["kind"] == "Pod":
             out["Pod"] = o["spec"]
     return out
@@ -281,30 +362,38 @@ def _pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("name", list(VALUE_SETS))
 def test_pods_mount_pki_files_alone_limit_scratch_and_guard_the_key(helm_env: dict[str, str], tmp_path: Path,
                                                                     name: str) -> None:
-    pods = _pod_specs(template(helm_env, tmp_path, VALUE_SETS[name]))
+    values = VALUE_SETS[name]
+    pods = _pod_specs(template(helm_env, tmp_path, values))
     assert "CronJob" in pods and "Pod" in pods
-    pki = "/etc/kubernetes/pki/etcd"
+    p = preset(values)
+    pki = p["pki_dir"]
+    secret = values.get("etcd", {}).get("clientCertSecret")
     for kind, pod in pods.items():
         host = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
         mounts = {mt["name"]: mt for c in pod["containers"] for mt in c["volumeMounts"]}
         # never the PKI directory (ca.key, server and peer keys): only the three client files, type File
+        agent = kind in ("CronJob", "stream") and not secret
         assert sorted(h["path"] for h in host.values()) == (
-            [f"{pki}/ca.crt", f"{pki}/healthcheck-client.crt", f"{pki}/healthcheck-client.key"]
-            if kind == "CronJob" else []), kind
+            sorted(f"{pki}/{p[f]}" for f in ("ca_file", "cert_file", "key_file")) if agent else []), kind
+        assert ("hostNetwork" in pod) == agent, kind
         for vol, h in host.items():
             assert h["type"] == "File" and mounts[vol] == {"name": vol, "mountPath": h["path"], "readOnly": True}
         assert not [mt for mt in mounts.values() if mt["mountPath"].startswith("/etc/kubernetes/pki")
                     and mt["name"] not in host]
-        # the /tmp scratch is size-limited
+        # every emptyDir is size-limited; the backup's /tmp as backup.workDirSizeLimit
+        assert all(v["emptyDir"].get("sizeLimit") for v in pod["volumes"] if "emptyDir" in v), kind
         (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
-        assert tmp["emptyDir"]["sizeLimit"] == (VALUE_SETS[name].get("backup", {}).get("workDirSizeLimit") or "3Gi")
-        # the key: owner-only for root, group-readable only through the pod's fsGroup
-        (key,) = [v for v in pod["volumes"] if v["name"] == "encryption-key"]
+        if kind in ("CronJob", "Pod"):
+            assert tmp["emptyDir"]["sizeLimit"] == (values.get("backup", {}).get("workDirSizeLimit") or "3Gi")
+        # the key and the client certificate Secret: owner-only for root, group-readable only through fsGroup
         sc = pod["securityContext"]
         expected = 0o400 if sc["runAsUser"] == 0 else 0o440
-        assert key["secret"]["defaultMode"] == expected and (expected == 0o400 or "fsGroup" in sc), kind
-    (backup,) = pods["CronJob"]["containers"]
-    assert {"ephemeral-storage"} <= set(backup["resources"]["requests"]) & set(backup["resources"]["limits"])
+        for vol in pod["volumes"]:
+            if "secret" in vol:
+                assert vol["secret"]["defaultMode"] == expected and (expected == 0o400 or "fsGroup" in sc), kind
+        # ephemeral-storage requested and limited in every container
+        for c in pod["containers"]:
+            assert {"ephemeral-storage"} <= set(c["resources"]["requests"]) & set(c["resources"]["limits"]), kind
     if "Deployment" in pods:
         (exporter,) = pods["Deployment"]["containers"]
         assert exporter["args"] == ["--encryption-key-file", "/etc/etcdbackup/key/key"]
@@ -344,9 +433,10 @@ def test_helm_test_pod_verifies_latest_with_the_key(helm_env: dict[str, str], tm
         args = c["args"]
         assert args[args.index("--encryption-key-file") + 1] == "/etc/etcdbackup/key/key"
         store = args[args.index("--store") + 1]
-        if name == "s3":
+        if name == "s3":  # reads with the exporter's read-only credentials
             assert store == "s3://etcd-backups/prod/cluster-1" and "--s3-endpoint-url" in args
             assert {e["name"] for e in c["env"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+            assert {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"]} == {"etcd-backup-s3-readonly"}
         else:
             assert store.startswith("file:///")
         sc = pod["spec"]["securityContext"]
@@ -354,7 +444,7 @@ def test_helm_test_pod_verifies_latest_with_the_key(helm_env: dict[str, str], tm
         (key,) = [v for v in pod["spec"]["volumes"] if v["name"] == "encryption-key"]
         assert key["secret"]["defaultMode"] == 0o440
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
-        assert pod["spec"]["nodeSelector"] == {"node-role.kubernetes.io/control-plane": ""}
+        assert pod["spec"]["nodeSelector"] == preset(values)["node_selector"]
     assert not [o for o in template(helm_env, tmp_path, {"test": {"enabled": False}}) if o["kind"] == "Pod"]
 
 
@@ -412,6 +502,11 @@ def test_notes_render(helm_env: dict[str, str], tmp_path: Path) -> None:
                                      extra=("--show-only", "templates/zz-notes.yaml"))]
         text = cm["data"]["notes"]
         assert "create secret generic etcd-backup-key" in text and "OUTSIDE the cluster" in text, name
-        assert "pod-security.kubernetes.io/enforce=privileged" in text
+        secret = values.get("etcd", {}).get("clientCertSecret")
+        assert ("pod-security.kubernetes.io/enforce=privileged" in text) == (not secret), name
+        if secret:
+            assert f"create secret generic {secret} --from-file=ca.crt=/etc/kubernetes/pki/etcd/ca.crt" in text
+            assert "https://$(HOST_IP):2379" in text and '"restricted" is enough' in text
+        assert ("-stream stores a delta segment" in text) == (name == "continuous")
         assert ("etcd-backup-s3" in text) == (name == "s3")
         assert ("s3://etcd-backups/prod/cluster-1" in text) == (name == "s3")

@@ -222,10 +222,12 @@ def test_job_outcome_and_output_parsing() -> None:
 
 # ----------------------------------------------------------------------------------------------- runbook
 def test_runbook_order_flags_token_and_scripts() -> None:
+    """--node-python: the nodes run kubectl-etcdbackup restore (the default path: tests/test_runbook.py)."""
     members = kubeadm_members()
     snap = snapshot()
     book = build_runbook(members, snap, ["cp0", "cp1", "cp2"], RunbookOptions(
-        store_url="s3://bkt/etcd", s3_endpoint_url="http://minio:9000", key_secret=SecretRef("k", "key")))
+        store_url="s3://bkt/etcd", s3_endpoint_url="http://minio:9000", key_secret=SecretRef("k", "key"),
+        node_python=True))
     assert [s.phase for s in book.steps] == ["prepare", *NODE_PHASES, "verify"]
     cluster = "cp0=https://10.0.0.1:2380,cp1=https://10.0.0.2:2380,cp2=https://10.0.0.3:2380"
     restore = next(s for s in book.steps if s.phase == "restore").commands
@@ -247,6 +249,15 @@ def test_runbook_order_flags_token_and_scripts() -> None:
     assert "get secret k -o jsonpath='{.data.key}'" in text
     health = next(s for s in book.steps if s.phase == "wait-etcd").commands["cp0"][0]
     assert "--endpoints=https://10.0.0.1:2379,https://10.0.0.2:2379,https://10.0.0.3:2379" in health
+    default = build_runbook(members, snap, ["cp0", "cp1", "cp2"], RunbookOptions(store_url="s3://bkt/etcd"))
+    assert [s.phase for s in default.steps] == ["prepare", *NODE_PHASES, "verify"]
+    dtext = default.text()
+    order = [dtext.index(s) for s in ("kubectl etcdbackup snapshot download", "ssh cp2 ",
+                                      "mv /etc/kubernetes/manifests/kube-apiserver.yaml",
+                                      "mv /etc/kubernetes/manifests/etcd.yaml", "etcdutl snapshot restore",
+                                      "mv /etc/kubernetes/etcdbackup-stopped/etcd.yaml", "endpoint health",
+                                      "mv /etc/kubernetes/etcdbackup-stopped/kube-apiserver.yaml")]
+    assert order == sorted(order) and dtext.count(f"--initial-cluster-token restore-{snap.id}") == 3
     scripts = book.node_scripts()
     assert sorted(scripts) == ["cp0", "cp1", "cp2"]
     assert "  restore)\n    kubectl-etcdbackup restore" in scripts["cp1"]
@@ -257,13 +268,19 @@ def test_runbook_order_flags_token_and_scripts() -> None:
 def test_runbook_file_store_external_apiservers_and_warnings() -> None:
     members = kubeadm_members()
     book = build_runbook(members, snapshot(cipher="none", verified=False), [],
-                         RunbookOptions(store_url="file:///backups", token="tok"))
+                         RunbookOptions(store_url="file:///backups", token="tok", node_python=True))
     restore = next(s for s in book.steps if s.phase == "restore").commands["cp0"][0]
     assert "--store file:///var/lib/etcdbackup-restore" in restore and "--key-file" not in restore
     assert "--initial-cluster-token tok" in restore
     assert any("never verified" in w for w in book.warnings)
     assert any("no kube-apiserver pods" in w for w in book.warnings)
     assert "copy etcd-20261127T071752123Z-3f9a.etcdbak" in book.steps[0].note
+    local = build_runbook(members, snapshot(cipher="none"), [], RunbookOptions(store_url="file:///backups",
+                                                                               store_in_cluster=True))
+    download = local.steps[0].commands[""][0]  # a PVC store: copied out first, then downloaded from the copy
+    assert download.endswith('--store "file://$PWD/etcd-backup-store" -f etcd-20261127T071752123Z-3f9a.db')
+    assert "--encryption-key-file" not in download and "copy etcd-20261127T071752123Z-3f9a.etcdbak" in \
+        local.steps[0].note
     with pytest.raises(UsageError, match="not unique"):
         build_runbook(members + members[:1], snapshot(), [], RunbookOptions(store_url="file:///b"))
 

@@ -120,7 +120,7 @@ def runbook_prepare(namespace: str = "etcd-backup") -> list[str]:
         raw_size=1 << 20, stored_size=1 << 19, raw_sha256="a" * 64, stored_sha256="b" * 64, codec="zstd",
         cipher="aes-256-gcm", key_id="k", duration_seconds=1.0, verified=True)
     book = build_runbook(members_from_pods(pods), snap, ["cp0", "cp1"], RunbookOptions(
-        store_url="s3://bkt/etcd", namespace=namespace, key_secret=SecretRef(SECRET, "key")))
+        store_url="s3://bkt/etcd", namespace=namespace, key_secret=SecretRef(SECRET, "key"), node_python=True))
     assert book.steps[0].phase == "prepare" and "mode 0600" in book.steps[0].note
     return book.steps[0].commands[LOCAL]
 

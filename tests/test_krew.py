@@ -207,6 +207,7 @@ def test_dockerfile_is_multi_stage_with_a_minimal_runtime() -> None:
     copies = [r for i, r in final if i == "COPY"]
     etcd_copy = next(r for r in copies if f"--from={etcd_alias}" in r)
     assert "/usr/local/bin/etcdctl" in etcd_copy and "/usr/local/bin/etcdutl" in etcd_copy
+    assert "/usr/local/bin/etcd " in etcd_copy  # `agent drill` and point-in-time replay start a throwaway etcd
     assert any(f"--from={build_alias}" in r for r in copies)
     user = [r for i, r in final if i == "USER"]
     assert user and user[-1].split(":")[0] == "65532"

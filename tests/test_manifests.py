@@ -40,6 +40,11 @@ VARIANTS: dict[str, ManifestOptions] = {
     "s3-irsa-no-exporter": ManifestOptions(store="s3://etcd-backups", exporter_enabled=False, create_namespace=False,
                                            service_account_annotations={
                                                "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/etcd"}),
+    "k3s-continuous": ManifestOptions(distribution="k3s", continuous=True),
+    "rke2-client-cert-secret-s3": ManifestOptions(
+        distribution="rke2", etcd_client_cert_secret="etcd-client", run_as_non_root=True, run_as_user=65532,
+        run_as_group=65532, continuous=True, exporter_s3_existing_secret="etcd-backup-s3-ro", exporter_node_selector={},
+        exporter_tolerations=[], **S3_OPTS),
 }
 
 
@@ -65,7 +70,8 @@ def pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """kind -> pod spec of every object that runs pods."""
     out = {"CronJob": backup_pod(objs)}
     for dep in by_kind(objs, "Deployment"):
-        out["Deployment"] = dep["spec"]["template"]["spec"]
+        kind = "stream" if dep["metadata"]["name"].endswith("-stream") else "Deployment"
+        out[kind] = dep["spec"]["template"]["spec"]
     return out
 
 
@@ -94,7 +100,7 @@ def test_default_objects_and_names() -> None:
     for o in objs[1:]:
         assert o["metadata"]["namespace"] == "etcd-backup"
         assert o["metadata"]["labels"]["app.kubernetes.io/version"] == __version__
-        assert "app.kubernetes.io/managed-by" not in o["metadata"]["labels"]
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubectl-etcdbackup"
     ns = objs[0]["metadata"]["labels"]
     assert ns["pod-security.kubernetes.io/enforce"] == "privileged"  # hostPath + hostNetwork + uid 0
 
@@ -141,14 +147,23 @@ def test_backup_container_is_locked_down(variant: str) -> None:
     mounts = {v["name"]: v for v in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
     assert mounts["tmp"]["mountPath"] == "/tmp" and "emptyDir" in vols["tmp"]
-    pki = opts.etcd_pki_dir
+    r = m.resolve(opts)
+    pki = r.etcd_pki_dir
     args = c["args"]
-    for volume, arg, file in (("etcd-ca", "--cacert", "ca.crt"), ("etcd-cert", "--cert", "healthcheck-client.crt"),
-                              ("etcd-key", "--key", "healthcheck-client.key")):
-        assert flag(args, arg) == f"{pki}/{file}"
-        assert mounts[volume] == {"name": volume, "mountPath": f"{pki}/{file}", "readOnly": True}
-        assert vols[volume]["hostPath"] == {"path": f"{pki}/{file}", "type": "File"}
-    assert flag(args, "--endpoints") == ",".join(opts.etcd_endpoints)
+    files = (("etcd-ca", "--cacert", r.etcd_ca_file, "ca.crt"), ("etcd-cert", "--cert", r.etcd_cert_file, "tls.crt"),
+             ("etcd-key", "--key", r.etcd_key_file, "tls.key"))
+    if opts.etcd_client_cert_secret:  # the Secret's files, no host volume, no host network
+        for _, arg, _, key in files:
+            assert flag(args, arg) == f"/etc/etcdbackup/etcd/{key}"
+        assert mounts["etcd-client"] == {"name": "etcd-client", "mountPath": "/etc/etcdbackup/etcd", "readOnly": True}
+        assert vols["etcd-client"]["secret"]["secretName"] == opts.etcd_client_cert_secret
+        assert not [v for v in pod["volumes"] if "hostPath" in v] and "hostNetwork" not in pod
+    else:
+        for volume, arg, file, _ in files:
+            assert flag(args, arg) == f"{pki}/{file}"
+            assert mounts[volume] == {"name": volume, "mountPath": f"{pki}/{file}", "readOnly": True}
+            assert vols[volume]["hostPath"] == {"path": f"{pki}/{file}", "type": "File"}
+    assert flag(args, "--endpoints") == ",".join(r.etcd_endpoints or [])
     assert "--retain-count" not in args and "--retain-age" not in args
 
 
@@ -166,11 +181,12 @@ def test_encryption_key_only_as_a_mounted_file(variant: str) -> None:
     assert key_vol["secret"] == {"secretName": opts.key_secret, "defaultMode": mode,
                                  "items": [{"key": opts.key_secret_key, "path": "key"}]}
     assert {"name": "encryption-key", "mountPath": "/etc/etcdbackup/key", "readOnly": True} in c["volumeMounts"]
-    # The key Secret is referenced by that volume and the exporter's, nothing else (no env, no other pod).
+    # The key Secret is referenced by that volume, the exporter's and the stream's, nothing else (no env).
     text = json.dumps(objs)
-    assert text.count(f'"{opts.key_secret}"') == 1 + opts.exporter_enabled
+    assert text.count(f'"{opts.key_secret}"') == 1 + opts.exporter_enabled + opts.continuous
     for env in c.get("env", []):
-        assert env["name"].startswith("AWS_")
+        assert env["name"].startswith("AWS_") or env == {"name": "HOST_IP", "valueFrom": {
+            "fieldRef": {"fieldPath": "status.hostIP"}}}
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -189,13 +205,14 @@ def test_no_pod_mounts_a_pki_directory(variant: str) -> None:
     """Only the three etcd client files, each a read-only hostPath of type File: never ca.key or the
     server/peer keys beside them."""
     opts = VARIANTS[variant]
+    r = m.resolve(opts)
     for kind, pod in pod_specs(render_manifests(opts)).items():
         host = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
         mounts = {mt["name"]: mt for c in pod["containers"] for mt in c["volumeMounts"]}
-        if kind != "CronJob":
+        if kind not in ("CronJob", "stream") or opts.etcd_client_cert_secret:
             assert not host, kind
             continue
-        files = [f"{opts.etcd_pki_dir}/{f}" for f in ("ca.crt", "healthcheck-client.crt", "healthcheck-client.key")]
+        files = [f"{r.etcd_pki_dir}/{getattr(r, f)}" for f in ("etcd_ca_file", "etcd_cert_file", "etcd_key_file")]
         assert sorted(h["path"] for h in host.values()) == sorted(files)
         for name, h in host.items():
             assert h["type"] == "File" and mounts[name] == {"name": name, "mountPath": h["path"], "readOnly": True}
@@ -206,9 +223,13 @@ def test_no_pod_mounts_a_pki_directory(variant: str) -> None:
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_scratch_dirs_are_size_limited(variant: str) -> None:
     opts = VARIANTS[variant]
+    limit = {"CronJob": opts.work_dir_size_limit, "Deployment": opts.exporter_work_dir_size_limit,
+             "stream": opts.continuous_work_dir_size_limit}
     for kind, pod in pod_specs(render_manifests(opts)).items():
         empty = [v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v]
-        assert empty == [{"sizeLimit": opts.work_dir_size_limit}], kind
+        assert empty == [{"sizeLimit": limit[kind]}], kind
+        for c in pod["containers"]:  # and every container requests and limits ephemeral storage
+            assert c["resources"]["requests"]["ephemeral-storage"] and c["resources"]["limits"]["ephemeral-storage"]
     assert ManifestOptions().work_dir_size_limit == "3Gi"  # verify=status needs about the db size (quota 2 GiB)
     limits = ManifestOptions().resources
     assert limits["requests"]["ephemeral-storage"] and limits["limits"]["ephemeral-storage"] == "4Gi"
@@ -425,3 +446,105 @@ def test_exporter_config_is_read_by_the_agent_cli(monkeypatch: pytest.MonkeyPatc
     assert ctx.params["store"] == "s3://etcd-backups/cluster-1"
     assert ctx.params["listen"] == "0.0.0.0:9101" and ctx.params["max_age"] == "1h"
     assert ctx.params["s3_endpoint_url"] == "https://minio.example:9000" and ctx.params["s3_region"] == "eu-west-1"
+
+
+# --- distributions, the client certificate Secret, continuous backup --------------------------------------
+
+@pytest.mark.parametrize(("distribution", "pki", "files", "label"), [
+    ("kubeadm", "/etc/kubernetes/pki/etcd", ("ca.crt", "healthcheck-client.crt", "healthcheck-client.key"), ""),
+    ("k3s", "/var/lib/rancher/k3s/server/tls/etcd", ("server-ca.crt", "client.crt", "client.key"), "true"),
+    ("rke2", "/var/lib/rancher/rke2/server/tls/etcd", ("server-ca.crt", "client.crt", "client.key"), "true"),
+])
+def test_distribution_presets(distribution: str, pki: str, files: tuple[str, ...], label: str) -> None:
+    pod = backup_pod(render_manifests(ManifestOptions(distribution=distribution)))
+    args = pod["containers"][0]["args"]
+    assert [flag(args, f) for f in ("--cacert", "--cert", "--key")] == [f"{pki}/{f}" for f in files]
+    assert flag(args, "--endpoints") == "https://127.0.0.1:2379"
+    assert pod["nodeSelector"] == {"node-role.kubernetes.io/control-plane": label}
+    # explicit values override the preset
+    opts = ManifestOptions(distribution=distribution, etcd_pki_dir="/srv/pki", etcd_cert_file="me.crt",
+                           node_selector={"example.com/etcd": "yes"}, tolerations=[])
+    pod = backup_pod(render_manifests(opts))
+    args = pod["containers"][0]["args"]
+    assert flag(args, "--cert") == "/srv/pki/me.crt" and flag(args, "--cacert") == f"/srv/pki/{files[0]}"
+    assert pod["nodeSelector"] == {"example.com/etcd": "yes"} and "tolerations" not in pod
+    with pytest.raises(ManifestError, match="distribution"):
+        render_manifests(ManifestOptions(distribution="openshift"))
+
+
+def test_client_cert_secret_reaches_the_nodes_etcd_without_host_access() -> None:
+    opts = ManifestOptions(etcd_client_cert_secret="etcd-client", run_as_non_root=True, run_as_user=65532,
+                           run_as_group=65532, continuous=True)
+    objs = render_manifests(opts)
+    assert one(objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for kind in ("CronJob", "stream"):
+        pod = pod_specs(objs)[kind]
+        (c,) = pod["containers"]
+        assert flag(c["args"], "--endpoints") == "https://$(HOST_IP):2379"
+        assert c["env"][0] == {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "etcd-client"]
+        assert vol["secret"] == {"secretName": "etcd-client", "defaultMode": 0o440, "items": [
+            {"key": "ca.crt", "path": "ca.crt"}, {"key": "tls.crt", "path": "tls.crt"},
+            {"key": "tls.key", "path": "tls.key"}]}
+        assert pod["securityContext"]["fsGroup"] == 65532 and "hostNetwork" not in pod
+    # given endpoints: no HOST_IP; a root pod: 0400 and the namespace stays privileged
+    objs = render_manifests(ManifestOptions(etcd_client_cert_secret="etcd-client",
+                                            etcd_endpoints=["https://etcd.example:2379"]))
+    (c,) = backup_pod(objs)["containers"]
+    assert "env" not in c and flag(c["args"], "--endpoints") == "https://etcd.example:2379"
+    (vol,) = [v for v in backup_pod(objs)["volumes"] if v["name"] == "etcd-client"]
+    assert vol["secret"]["defaultMode"] == 0o400
+    assert one(objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_exporter_reads_s3_with_its_own_credentials_anywhere() -> None:
+    objs = render_manifests(VARIANTS["rke2-client-cert-secret-s3"])
+    exporter = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"].endswith("-exporter")][0]
+    pod = exporter["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"]}
+    assert refs == {"etcd-backup-s3-ro"}
+    backup_refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in backup_pod(objs)["containers"][0]["env"]
+                   if e["name"].startswith("AWS_")}
+    assert backup_refs == {"etcd-backup-s3"}
+
+
+def test_stream_deployment_and_its_args_parse_with_the_agent_cli() -> None:
+    opts = VARIANTS["k3s-continuous"]
+    objs = render_manifests(opts)
+    (dep,) = [d for d in by_kind(objs, "Deployment") if d["metadata"]["name"] == "etcd-backup-stream"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert dep["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "stream"
+    pod, backup = dep["spec"]["template"]["spec"], backup_pod(objs)
+    for k in ("nodeSelector", "tolerations", "hostNetwork", "securityContext", "volumes"):
+        if k == "volumes":  # the same certificate, key and store; its own /tmp limit
+            assert [v for v in pod[k] if v["name"] != "tmp"] == [v for v in backup[k] if v["name"] != "tmp"]
+        else:
+            assert pod[k] == backup[k], k
+    (c,) = pod["containers"]
+    assert c["command"] == ["kubectl-etcdbackup", "agent", "stream"]
+    assert flag(c["args"], "--flush-interval") == "5s" and flag(c["args"], "--cacert").endswith("/server-ca.crt")
+    ctx = _cli_command(*c["command"][1:]).make_context("stream", list(c["args"]))
+    assert ctx.params["encryption_key_file"] == m.KEY_FILE and ctx.params["flush_interval"] == "5s"
+    assert not [d for d in by_kind(render_manifests(), "Deployment") if d["metadata"]["name"].endswith("-stream")]
+
+
+def test_pod_options_and_common_labels() -> None:
+    opts = ManifestOptions(common_labels={"example.com/team": "sre"}, backup_pod_labels={"example.com/x": "1"},
+                           backup_pod_annotations={"a": "b"}, backup_extra_env=[{"name": "TZ", "value": "UTC"}],
+                           backup_extra_volumes=[{"name": "ca", "configMap": {"name": "ca"}}],
+                           backup_extra_volume_mounts=[{"name": "ca", "mountPath": "/etc/ssl/custom"}])
+    objs = render_manifests(opts)
+    for o in objs:
+        assert o["metadata"]["labels"]["example.com/team"] == "sre"
+    tmpl = one(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]
+    assert tmpl["metadata"]["labels"]["example.com/x"] == "1" and tmpl["metadata"]["annotations"] == {"a": "b"}
+    (c,) = tmpl["spec"]["containers"]
+    assert c["env"] == [{"name": "TZ", "value": "UTC"}] and c["volumeMounts"][-1]["name"] == "ca"
+    assert tmpl["spec"]["volumes"][-1] == {"name": "ca", "configMap": {"name": "ca"}}
+    for bad, match in (({"common_labels": {"app.kubernetes.io/name": "x"}}, "common_labels"),
+                       ({"backup_extra_env": [{"name": "AWS_ACCESS_KEY_ID"}]}, "backup_extra_env"),
+                       ({"exporter_extra_volumes": [{"name": "tmp"}]}, "exporter_extra_volumes"),
+                       ({"continuous_flush_interval": "soon"}, "duration")):
+        with pytest.raises(ManifestError, match=match):
+            render_manifests(ManifestOptions(**bad))

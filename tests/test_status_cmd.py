@@ -123,7 +123,7 @@ def test_status_then_a_stopped_member_then_the_restore_runbook(
 
     # the runbook: every member's flags from its pod spec, one token, the id resolved from 'latest'
     plan = run_plugin(env, "restore", "latest", "--plan", "--store", f"file://{store}", "-o", "json",
-                      "--write-dir", tmp_path / "rb", "--node-key-file", "/root/etcd.key")
+                      "--write-dir", tmp_path / "rb", "--node-key-file", "/root/etcd.key", "--node-python")
     assert plan.rc == 0, plan
     book = json.loads(plan.out)
     assert book["snapshot"]["id"] == sid and book["token"] == f"restore-{sid}"

@@ -23,6 +23,7 @@ from . import (
     agent_cmd,
     completion_cmd,
     delete_cmd,
+    drill_cmd,
     import_cmd,
     install_cmd,
     keygen_cmd,
@@ -79,6 +80,7 @@ def _register() -> None:
                         no_args_is_help=True, context_settings=CONTEXT)
     agent_cmd.register(agent)
     stream_cmd.register(agent)
+    drill_cmd.register(agent)
     app.add_typer(agent, name="agent")
 
 

@@ -23,9 +23,16 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..backup import BackupOptions
+    from ..usecases.backup_run import BackupRunReport
 
 MaxAgeOpt = Annotated[str, typer.Option("--max-age", envvar="ETCDBACKUP_MAX_AGE",
                                         help="the newest trusted, verified backup may be at most this old")]
+
+
+CopyToOpt = Annotated[list[str] | None, typer.Option(
+    "--copy-to", envvar="ETCDBACKUP_COPY_TO", rich_help_panel="Store",
+    help="also store the snapshot here (repeatable; same id, verified, committed and pruned on its own); S3 "
+         "settings as query parameters: s3://bucket/prefix?endpoint=URL&region=R&sse=aws:kms&kms_key_id=ID")]
 
 
 def register(agent: typer.Typer) -> None:
@@ -49,35 +56,44 @@ def backup_cmd(
     metrics_textfile: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_METRICS_TEXTFILE")] = None,
     pushgateway: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_PUSHGATEWAY")] = None,
     progress: ProgressOpt = None,
+    copy_to: CopyToOpt = None,
 ) -> None:
-    """Take one snapshot, store it, verify it, prune old ones (also after a failure, and first when the store is
-    short of room). Prints one JSON line; exits 0 only when the snapshot is stored and verified."""
+    """Take one snapshot, store it (and its copies), verify it, prune old ones (also after a failure, and first when
+    the store is short of room). Prints one JSON line; exits 0 only when the snapshot is stored and verified in
+    every store."""
     from ..usecases.backup_run import BackupRunOptions, record_setup_failure, run_backup
 
     try:
         opts = BackupRunOptions(_backup_options(store, etcd, key, no_encryption, verify, compression_level,
-                                                work_dir, progress), retention.policy(), metrics_textfile, pushgateway)
+                                                work_dir, progress, copy_to or []), retention.policy(),
+                                metrics_textfile, pushgateway)
     except EtcdBackupError:
         render.warn(record_setup_failure(store.store, metrics_textfile, pushgateway))
         raise
-    report = run_backup(opts)
+    _render_backup(run_backup(opts))
+
+
+def _render_backup(report: BackupRunReport) -> None:
     for name in report.leftovers_removed:
         render.note(f"removed leftover {name}")
     for sid in report.pruned:
         render.note(f"pruned {sid}")
     render.warn(report.warnings)
-    m = report.manifest
-    if m is None:
+    if (m := report.manifest) is not None:
+        copies = [{"store": o.url, "ok": o.manifest is not None, **({"error": o.error} if o.error else {})}
+                  for o in report.stores[1:]]
+        render.out(json.dumps({"id": m.id, "revision": m.etcd_revision, "keys": m.key_count, "raw_size": m.raw_size,
+                               "stored_size": m.stored_size, "sha256": m.raw_sha256, "member": m.member_endpoint,
+                               "duration_seconds": m.duration_seconds, "verified": m.verification.get("level", "hash"),
+                               **({"copies": copies} if copies else {})}))
+    if not report.ok:
         raise EtcdBackupError(report.error)
-    render.out(json.dumps({"id": m.id, "revision": m.etcd_revision, "keys": m.key_count, "raw_size": m.raw_size,
-                           "stored_size": m.stored_size, "sha256": m.raw_sha256, "member": m.member_endpoint,
-                           "duration_seconds": m.duration_seconds,
-                           "verified": m.verification.get("level", "hash")}))
 
 
 def _backup_options(store: AgentStoreOptions, etcd: EtcdOptions, key: KeyOptions, no_encryption: bool, verify: str,
-                    compression_level: int, work_dir: str | None, progress: bool | None) -> BackupOptions:
-    from ..backup import BackupOptions
+                    compression_level: int, work_dir: str | None, progress: bool | None,
+                    copy_to: list[str]) -> BackupOptions:
+    from ..backup import BackupOptions, open_copy_store
     from ..etcd.client import split_endpoints
 
     keyring = key.keyring()
@@ -91,7 +107,7 @@ def _backup_options(store: AgentStoreOptions, etcd: EtcdOptions, key: KeyOptions
         compression_level=compression_level, dial_timeout=seconds(etcd.dial_timeout, "--dial-timeout") or 5.0,
         command_timeout=seconds(etcd.command_timeout, "--command-timeout") or 600.0,
         idle_timeout=seconds(etcd.idle_timeout, "--idle-timeout") or 30.0, verify=str(verify), work_dir=work_dir,
-        progress=progress, store=store.open(create=True))
+        progress=progress, store=store.open(create=True), copies=[open_copy_store(url) for url in copy_to])
 
 
 @grouped

@@ -119,13 +119,19 @@ class StoreOptions(OptionGroup):
 
 
 @dataclasses.dataclass(frozen=True)
-class KubeOptions(OptionGroup):
-    """Which cluster, namespace and backup CronJob (kubectl's own flags, resolved as kubectl does)."""
+class ClusterOptions(OptionGroup):
+    """Which cluster (kubectl's own flags, resolved as kubectl does)."""
 
     kubeconfig: Annotated[str | None, typer.Option(
         "--kubeconfig", rich_help_panel=_KUBE, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")] = None
     context: Annotated[str | None, typer.Option(
         "--context", rich_help_panel=_KUBE, help="kubeconfig context (default: the current one)")] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeOptions(ClusterOptions):
+    """Which cluster, and the namespace and backup CronJob in it."""
+
     namespace: Annotated[str, typer.Option(
         "--namespace", "-n", rich_help_panel=_KUBE, help="namespace of the backup CronJob")] = DEFAULT_NAMESPACE
     cronjob: Annotated[str | None, typer.Option(

@@ -11,13 +11,13 @@ import typer
 
 from ..errors import UsageError
 from . import render
-from .common import OptionGroup, grouped
+from .common import ClusterOptions, OptionGroup, grouped
 
 if TYPE_CHECKING:
     from ..k8s.manifests import ManifestOptions
     from ..usecases.install import UninstallPlan
 
-_KUBE, _M = "Kubernetes", "Manifest options"
+_M = "Manifest options"
 
 
 def register(app: typer.Typer) -> None:
@@ -44,10 +44,15 @@ class ManifestFlags(OptionGroup):
                                       "[default: file:///backups]")] = None
     schedule: Annotated[str | None, _opt("--schedule", help="cron schedule [default: */15 * * * *]")] = None
     image: Annotated[str | None, _opt("--image", help="agent image (repo:tag or @digest)")] = None
+    distribution: Annotated[str | None, _opt("--distribution", help="kubeadm | k3s | rke2: where etcd's client "
+                                             "certificate is and which nodes run etcd [default: kubeadm]")] = None
     etcd_endpoints: Annotated[str | None, _opt("--etcd-endpoints", help="comma-separated etcd client URLs "
-                                               "[default: https://127.0.0.1:2379]")] = None
+                                               "[default: the distribution's, https://127.0.0.1:2379]")] = None
     etcd_pki_dir: Annotated[str | None, _opt("--etcd-pki-dir", help="node dir of the etcd client certs "
-                                             "[default: /etc/kubernetes/pki/etcd]")] = None
+                                             "[default: the distribution's]")] = None
+    etcd_client_cert_secret: Annotated[str | None, _opt("--etcd-client-cert-secret", help="Secret with the etcd "
+                                                        "client certificate (ca.crt, tls.crt, tls.key) instead of "
+                                                        "the node's files (no hostPath, no hostNetwork)")] = None
     s3_endpoint_url: Annotated[str | None, _opt("--s3-endpoint-url")] = None
     s3_region: Annotated[str | None, _opt("--s3-region")] = None
     s3_existing_secret: Annotated[str | None, _opt("--s3-secret", help="existing Secret with AWS_ACCESS_KEY_ID/"
@@ -73,6 +78,10 @@ class ManifestFlags(OptionGroup):
                                                   "PVC")] = None
     exporter_enabled: Annotated[bool | None, _opt("--exporter/--no-exporter", help="metrics exporter "
                                                   "Deployment")] = None
+    continuous: Annotated[bool | None, _opt("--continuous/--no-continuous", help="continuous backup: an `agent "
+                                            "stream` Deployment storing delta segments")] = None
+    continuous_flush_interval: Annotated[str | None, _opt("--flush-interval", help="continuous backup: store a "
+                                                          "segment at least this often [default: 5s]")] = None
     create_namespace: Annotated[bool | None, _opt("--create-namespace/--no-create-namespace")] = None
     operator_role: Annotated[bool | None, _opt("--operator-role/--no-operator-role",
                                                help="a Role with what `now`/`status` need")] = None
@@ -82,16 +91,6 @@ class ManifestFlags(OptionGroup):
 
         flags = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "values"}
         return manifest_options(self.values, flags)
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterOptions(OptionGroup):
-    """Which cluster (the namespace is the manifests' own)."""
-
-    kubeconfig: Annotated[str | None, typer.Option(
-        "--kubeconfig", rich_help_panel=_KUBE, help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)")] = None
-    context: Annotated[str | None, typer.Option(
-        "--context", rich_help_panel=_KUBE, help="kubeconfig context (default: the current one)")] = None
 
 
 @grouped

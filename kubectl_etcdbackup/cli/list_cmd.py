@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 
 from . import render
-from .common import AllowPlaintextOpt, KeyOptions, KubeOptions, OutputOpt, SnapshotArg, StoreOptions, grouped
+from .common import (
+    AllowPlaintextOpt,
+    KeyOptions,
+    KubeOptions,
+    OutputFormat,
+    OutputOpt,
+    SnapshotArg,
+    StoreOptions,
+    grouped,
+)
 
 CHAIN_COLUMNS = [("chain", "CHAIN"), ("from_time", "FROM"), ("to_time", "TO"), ("revisions", "REVISIONS"),
                  ("segments", "SEGMENTS"), ("stored_size", "STORED"), ("state", "STATE")]
@@ -34,7 +43,7 @@ def _chain_rows(chains: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @grouped
-def list_cmd(store: StoreOptions, key: KeyOptions, kube: KubeOptions, output: OutputOpt = "table",
+def list_cmd(store: StoreOptions, key: KeyOptions, kube: KubeOptions, output: OutputOpt = OutputFormat.table,
              allow_plaintext: AllowPlaintextOpt = False, chains: ChainsOpt = False) -> None:
     """List the snapshots, newest first, each with how far it is trusted (with the key: authenticated or why
     not), then the delta chains (restorable to any time FROM..TO). Default store: the one the cluster's backup
@@ -60,7 +69,7 @@ def list_cmd(store: StoreOptions, key: KeyOptions, kube: KubeOptions, output: Ou
 
 @grouped
 def describe_cmd(snapshot: SnapshotArg, store: StoreOptions, key: KeyOptions, kube: KubeOptions,
-                 output: OutputOpt = "table", allow_plaintext: AllowPlaintextOpt = False,
+                 output: OutputOpt = OutputFormat.table, allow_plaintext: AllowPlaintextOpt = False,
                  chain: ChainFlag = False) -> None:
     """Show one snapshot in full: every manifest field, its trust, its verification, its object as stored now.
     With --chain: one delta chain, its window and its segments."""

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from ..errors import UsageError
 from . import render
-from .common import KeyOptions, OutputOpt, S3EndpointOpt, S3RegionOpt, StoreOpt, grouped
+from .common import KeyOptions, OutputFormat, OutputOpt, S3EndpointOpt, S3RegionOpt, StoreOpt, grouped
 
 
 def register(snapshot: typer.Typer) -> None:
     snapshot.command("pitr")(pitr_cmd)
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601 (`2026-12-03T06:10:53.120Z`, `2026-12-03 07:10:53+01:00`); UTC when it names no offset."""
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--to-time: expected an ISO 8601 time such as 2026-12-03T06:10:53Z, got {text!r}") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 @grouped
@@ -36,7 +26,7 @@ def pitr_cmd(
     replay_port: Annotated[int | None, typer.Option(help="127.0.0.1 port for the throwaway replay etcd (and the "
                                                     "next one for its peer URL); default: any free ports")] = None,
     etcdutl: Annotated[str | None, typer.Option(help="etcdutl binary (default: on PATH)")] = None,
-    output: OutputOpt = "table",
+    output: OutputOpt = OutputFormat.table,
     s3_endpoint_url: S3EndpointOpt = None,
     s3_region: S3RegionOpt = None,
 ) -> None:
@@ -50,14 +40,13 @@ def pitr_cmd(
     from ..stores import open_store
     from ..usecases.point_in_time import PitrOptions, materialize
 
-    if to_revision is not None and to_time is not None:
-        raise UsageError("give --to-revision or --to-time, not both")
+    target = Target.parse(to_revision, to_time)
     keyring = key.keyring()
     if keyring is None:
         raise UsageError("the delta stream is encrypted: give --encryption-key-file or --key-env")
     r = materialize(PitrOptions(
         open_store(store, s3_endpoint_url=s3_endpoint_url, s3_region=s3_region), keyring, Path(file),
-        Target(to_revision, parse_time(to_time) if to_time else None), work_dir,
+        target, work_dir,
         ReplayPorts(replay_port, replay_port + 1) if replay_port else None, tool=EtcdTool(etcdutl)))
     row = {"output": r.output, "revision": r.revision, "time": r.time, "base": r.base_id,
            "segments": len(r.segments), "revisions": r.revisions_replayed, "events": r.events_replayed,

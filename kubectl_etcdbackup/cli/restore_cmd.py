@@ -16,6 +16,7 @@ from .common import (
     KeyOptions,
     KubeOptions,
     OptionGroup,
+    OutputFormat,
     OutputOpt,
     ProgressOpt,
     SnapshotArg,
@@ -24,6 +25,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..continuous.chain import Target
     from ..restore_plan import MemberSpec
 
 _MEMBER, _PLAN = "This member", "Whole cluster (--plan)"
@@ -57,6 +59,17 @@ class MemberOptions(OptionGroup):
                                                 rich_help_panel=_MEMBER)] = None
     etcdutl: Annotated[str | None, typer.Option(help="path to etcdutl (or etcdctl for etcd 3.4)",
                                                 rich_help_panel=_MEMBER)] = None
+    to_revision: Annotated[int | None, typer.Option(
+        "--to-revision", min=1, rich_help_panel=_MEMBER, help="point in time: rebuild this revision from the newest "
+        "full snapshot before it and the delta segments after it (give `latest` as the snapshot)")] = None
+    to_time: Annotated[str | None, typer.Option(
+        "--to-time", rich_help_panel=_MEMBER, help="point in time: the state at this time (ISO 8601, UTC unless an "
+        "offset is given), rebuilt as --to-revision is")] = None
+
+    def target(self) -> Target:
+        from ..continuous.chain import Target
+
+        return Target.parse(self.to_revision, self.to_time)
 
     def spec(self) -> MemberSpec:
         from ..restore_plan import MemberSpec
@@ -85,18 +98,24 @@ class PlanOptions(OptionGroup):
         "--node-key-file", rich_help_panel=_PLAN, help="where the key file will be on each node")] = None
     manifests_dir: Annotated[str | None, typer.Option(
         "--manifests-dir", rich_help_panel=_PLAN, help="the kubelet's static pod dir")] = None
+    distribution: Annotated[str | None, typer.Option(
+        "--distribution", rich_help_panel=_PLAN, metavar="kubeadm|k3s|rke2",
+        help="how the cluster runs etcd (default: told from the nodes and pods)")] = None
+    node_python: Annotated[bool, typer.Option(
+        "--node-python", rich_help_panel=_PLAN, help="the nodes fetch and restore with kubectl-etcdbackup "
+        "(Python >= 3.11 there) instead of the snapshot being checked here and restored with the etcd image")] = False
 
 
 @grouped
 def restore_cmd(snapshot: SnapshotArg, store: StoreOptions, key: KeyOptions, member: MemberOptions,
                 plan: PlanOptions, kube: KubeOptions, etcd: EtcdPodsOptions,
                 dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, change nothing")] = False,
-                output: OutputOpt = "table", progress: ProgressOpt = None,
+                output: OutputOpt = OutputFormat.table, progress: ProgressOpt = None,
                 allow_plaintext: AllowPlaintextOpt = False) -> None:
     """Restore one member's data dir from a snapshot (fetch, authenticate, check, etcdutl snapshot restore into a
     staging dir, swap; the old dir is moved aside, never deleted); --plan: the runbook for the whole cluster."""
     if plan.plan:
-        _runbook(snapshot, store, key, plan, kube, etcd, member.initial_cluster_token, output)
+        _runbook(snapshot, store, key, plan, kube, etcd, member, output)
         return
     if plan.write_dir:
         raise UsageError("--write-dir needs --plan")
@@ -104,26 +123,29 @@ def restore_cmd(snapshot: SnapshotArg, store: StoreOptions, key: KeyOptions, mem
 
     report = run_restore_member(RestoreMemberOptions(
         store.spec(kube), snapshot, member.spec(), key.keyring(), member.move_aside, dry_run, member.etcdutl,
-        allow_plaintext, progress))
+        allow_plaintext, progress, member.target()))
     render.warn(report.notes)
+    point = {"point_in_time": report.point} if report.point else {}
     if not report.restored:
-        _print_plan(report.plan.as_dict(), output)
+        _print_plan(report.plan.as_dict() | point, output)
         return
     p = report.plan
     result = {"restored": report.manifest.id, "revision": report.manifest.etcd_revision, "member": p.member.name,
               "data_dir": p.final_dir, "moved_aside_to": p.aside_dir, "token": p.token}
+    if report.point:
+        result |= {"base": report.point["base_snapshot"], "segments": len(report.point["segments"])}
     render.rows([result], output, [(k, k.upper()) for k in result])
 
 
 def _runbook(ref: str, store: StoreOptions, key: KeyOptions, plan: PlanOptions, kube: KubeOptions,
-             etcd: EtcdPodsOptions, token: str | None, output: str) -> None:
+             etcd: EtcdPodsOptions, member: MemberOptions, output: str) -> None:
     from ..k8s.runbook import DEFAULT_KEY_FILE, DEFAULT_MANIFESTS_DIR
     from ..usecases.runbook import RunbookRequest, run_runbook
 
-    report = run_runbook(RunbookRequest(store.spec(kube), ref, key.keyring(), token,
-                                        plan.node_key_file or DEFAULT_KEY_FILE,
-                                        plan.manifests_dir or DEFAULT_MANIFESTS_DIR, etcd.etcd_namespace,
-                                        etcd.etcd_selector, plan.write_dir))
+    report = run_runbook(RunbookRequest(
+        store.spec(kube), ref, key.keyring(), member.initial_cluster_token, plan.node_key_file or DEFAULT_KEY_FILE,
+        plan.manifests_dir or DEFAULT_MANIFESTS_DIR, etcd.etcd_namespace, etcd.etcd_selector, plan.write_dir,
+        plan.distribution.lower() if plan.distribution else None, plan.node_python, member.bump_revision, key.file))
     render.warn(report.notes)
     for path in report.written:
         render.note(f"wrote {path}")

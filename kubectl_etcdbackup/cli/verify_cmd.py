@@ -11,6 +11,7 @@ from .common import (
     AllowPlaintextOpt,
     KeyOptions,
     KubeOptions,
+    OutputFormat,
     OutputOpt,
     ProgressOpt,
     SnapshotArg,
@@ -18,6 +19,7 @@ from .common import (
     grouped,
 )
 
+CHAIN_COLUMNS = [("segment", "SEGMENT"), ("revisions", "REVISIONS"), ("events", "EVENTS"), ("status", "STATUS")]
 COLUMNS = [("id", "ID"), ("status", "STATUS"), ("level", "LEVEL"), ("revision", "REVISION"),
            ("total_keys", "DB KEYS"), ("tool", "TOOL")]
 
@@ -29,13 +31,23 @@ def register(app: typer.Typer) -> None:
 @grouped
 def verify_cmd(snapshot: SnapshotArg, store: StoreOptions, key: KeyOptions, kube: KubeOptions,
                test_restore: Annotated[bool, typer.Option(help="also restore into a scratch dir")] = False,
-               output: OutputOpt = "table", progress: ProgressOpt = None,
-               allow_plaintext: AllowPlaintextOpt = False) -> None:
+               output: OutputOpt = OutputFormat.table, progress: ProgressOpt = None,
+               allow_plaintext: AllowPlaintextOpt = False,
+               chain: Annotated[bool, typer.Option("--chain", help="the argument names a delta chain (its base "
+                                                   "snapshot's id, or latest): check every segment of it "
+                                                   "(authenticated, contiguous, hashes) without replaying")] = False,
+               ) -> None:
     """Re-read a snapshot: authenticate, check every hash, decrypt, decompress, run `snapshot status`.
     Default store: the cluster's (a volume in the cluster is verified next to it, with the cluster's key)."""
-    from ..usecases.verify import VerifyOptions, run_verify
+    from ..usecases.verify import VerifyOptions, raise_for_chain, run_verify, run_verify_chain
 
-    report = run_verify(VerifyOptions(store.spec(kube), snapshot, key.keyring(), test_restore, allow_plaintext,
-                                      progress))
+    opts = VerifyOptions(store.spec(kube), snapshot, key.keyring(), test_restore, allow_plaintext, progress)
+    if chain:
+        chained = run_verify_chain(opts)
+        render.warn(chained.notes)
+        render.rows(chained.rows, output, CHAIN_COLUMNS)
+        raise_for_chain(chained)
+        return
+    report = run_verify(opts)
     render.warn(report.notes)
     render.rows([report.result], output, COLUMNS)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from ..errors import EtcdBackupError
+from ..errors import EtcdBackupError, UsageError
 from ..manifest import SnapshotManifest, format_time, parse_time
 from .segment import Coverage, Gap, SegmentManifest
 
@@ -26,6 +26,24 @@ class Target:
 
     revision: int | None = None
     time: datetime | None = None
+
+    @classmethod
+    def parse(cls, revision: int | None, time_text: str | None) -> Target:
+        """From --to-revision and --to-time (ISO 8601, `2026-12-03T06:10:53.120Z`; UTC when it names no offset)."""
+        if revision is not None and time_text is not None:
+            raise UsageError("give --to-revision or --to-time, not both")
+        if time_text is None:
+            return cls(revision)
+        try:
+            t = datetime.fromisoformat(time_text)
+        except ValueError:
+            raise UsageError(f"--to-time: expected an ISO 8601 time such as 2026-12-03T06:10:53Z, got {time_text!r}"
+                             ) from None
+        return cls(None, t if t.tzinfo else t.replace(tzinfo=UTC))
+
+    @property
+    def given(self) -> bool:
+        return self.revision is not None or self.time is not None
 
 
 @dataclass

@@ -16,8 +16,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import EtcdBackupError, EtcdUnavailable, IntegrityError, ToolError
 from ..etcd import rpc
@@ -233,7 +235,7 @@ class _KeepAlive:
         with self._lock:
             self._ids |= ids
 
-    def _requests(self):  # type: ignore[no-untyped-def]
+    def _requests(self) -> Iterator[Any]:
         while not self._stop.wait(self._interval):
             with self._lock:
                 ids = list(self._ids)

@@ -28,6 +28,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any, Self, cast
 
 from ..errors import FormatError, IntegrityError
 from ..etcd._proto.kv_pb2 import Event
@@ -179,7 +180,7 @@ class _Record:
         return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def open(cls, data: bytes, name: str, keyring: Keyring):  # type: ignore[no-untyped-def]
+    def open(cls, data: bytes, name: str, keyring: Keyring) -> Self:
         """Parse, authenticate (IntegrityError naming `name` and why) and check every field."""
         source = name
         obj = parse_json(data, source)
@@ -191,7 +192,7 @@ class _Record:
         return cls(**_check_fields(cls, obj, source))
 
     @classmethod
-    def read_unauthenticated(cls, data: bytes, name: str):  # type: ignore[no-untyped-def]
+    def read_unauthenticated(cls, data: bytes, name: str) -> Self:
         """Parse and check every field WITHOUT the MAC: for what is only shown (`status` has no key), never for a
         decision."""
         obj = parse_json(data, name)
@@ -274,6 +275,6 @@ class WriterLock:
     @classmethod
     def from_json(cls, data: bytes) -> WriterLock:
         try:
-            return cls(**_check_fields(cls, parse_json(data, LOCK_NAME), LOCK_NAME))
+            return cls(**cast(dict[str, Any], _check_fields(cls, parse_json(data, LOCK_NAME), LOCK_NAME)))
         except FormatError:
             return cls("(unreadable)", format_time(datetime.fromtimestamp(0, UTC)))

@@ -349,9 +349,10 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     duration_seconds(opts.continuous_flush_interval)
     _check(bool(SUBDOMAIN_RE.match(opts.key_secret)), f"key_secret: {opts.key_secret!r} is not a valid Secret name")
     _check(bool(SECRET_KEY_RE.match(opts.key_secret_key)), "key_secret_key: not a valid Secret key")
-    _check(bool(opts.etcd_endpoints) and all(ENDPOINT_RE.match(e) for e in opts.etcd_endpoints),
+    endpoints, pki_dir = opts.etcd_endpoints or [], opts.etcd_pki_dir or ""  # filled in by resolve()
+    _check(bool(endpoints) and all(ENDPOINT_RE.match(e) for e in endpoints),
            "etcd_endpoints: give one or more http(s)://host:port URLs")
-    _check(bool(ABS_DIR_RE.match(opts.etcd_pki_dir.rstrip("/"))), "etcd_pki_dir: must be an absolute dir")
+    _check(bool(ABS_DIR_RE.match(pki_dir.rstrip("/"))), "etcd_pki_dir: must be an absolute dir")
     for fld in PKI_FILES:
         _check(bool(FILE_NAME_RE.match(getattr(opts, fld))), f"{fld}: must be a path relative to etcd_pki_dir")
     _check(len({getattr(opts, fld) for fld in PKI_FILES}) == len(PKI_FILES),

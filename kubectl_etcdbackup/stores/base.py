@@ -91,3 +91,18 @@ class Store(ABC):
     def capacity_bytes(self) -> int | None:
         """Total size of the store's space, or None when it has no fixed size (an object store)."""
         return None
+
+    def list_objects(self) -> list[ObjectInfo]:
+        """Every object with what tells a changed one apart, from one listing where the store can. This
+        fallback knows names only (`etag` ""): a reader must treat such an object as changed every time."""
+        return [ObjectInfo(name, None, "") for name in self.list_names()]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as a listing shows it. `etag` changes whenever the content may have changed (S3's ETag,
+    or a file's size, mtime and inode); "" when the store cannot tell."""
+
+    name: str
+    size: int | None
+    etag: str

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import SnapshotNotFound, StoreError
-from .base import ObjectWriter, PendingWrite, Store
+from .base import ObjectInfo, ObjectWriter, PendingWrite, Store
 
 _TMP_PREFIX = ".tmp-"
 
@@ -184,3 +184,22 @@ class FileStore(Store):
             return os.statvfs(self.root)
         except OSError as e:
             raise _os_error("cannot stat filesystem of", self.root, e) from None
+
+    def list_objects(self) -> list[ObjectInfo]:
+        """Every object (as list_names) with its size; the etag is size, mtime (ns) and inode: a commit
+        renames a new file into place, so any rewrite changes it."""
+        found = []
+        try:
+            for entry in os.scandir(self.root):
+                if entry.name.startswith("."):
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    st = entry.stat(follow_symlinks=True)
+                    if entry.is_file():
+                        found.append(ObjectInfo(entry.name, st.st_size,
+                                                f"{st.st_size}-{st.st_mtime_ns}-{st.st_ino}"))
+        except FileNotFoundError:
+            raise StoreError(f"store directory {self.root} does not exist") from None
+        except OSError as e:
+            raise _os_error("cannot list", self.root, e) from None
+        return sorted(found, key=lambda o: o.name)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import Any
 
@@ -13,10 +15,28 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ..errors import SnapshotNotFound, StoreError
-from .base import ObjectWriter, PendingWrite, Store
+from .base import ObjectInfo, ObjectWriter, PendingWrite, Store
 
 PART_SIZE = 8 << 20  # S3 allows 10,000 parts: 80 GB per object, ten times etcd's largest quota
 MAX_PARTS_IN_FLIGHT = 2
+READ_RANGE = 8 << 20  # reads: ranged GETs of this size,
+MAX_RANGES_IN_FLIGHT = 2  # this many requested ahead of the one being consumed
+_RANGE_TIMEOUT = 900.0  # one range, with the client's own retries (5 x 60 s reads) inside
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """The object size from a Content-Range "bytes 0-99/1234" (None when absent or unknown)."""
+    if not content_range or "/" not in content_range:
+        return None
+    total = content_range.rsplit("/", 1)[1]
+    return int(total) if total.isdigit() else None
+
+
+def _read_all(body: Any) -> bytes:
+    try:
+        return body.read()
+    finally:
+        body.close()
 
 
 def _describe(e: Exception, what: str) -> StoreError:
@@ -140,17 +160,52 @@ class S3Store(Store):
         return S3ObjectWriter(self, self._key(name))
 
     def read_chunks(self, name: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object in order, fetched as READ_RANGE byte ranges with at most MAX_RANGES_IN_FLIGHT requested
+        ahead (memory stays at a few ranges whatever the size). Every range after the first must come from the
+        same version of the object (If-Match its ETag)."""
+        where = self._where(name)
+        key = self._key(name)
+        pool: ThreadPoolExecutor | None = None
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"]
+            try:
+                first = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{READ_RANGE - 1}")
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code", "") != "InvalidRange":
+                    raise
+                return  # an empty object
+            total = _range_total(first.get("ContentRange"))  # None: the server sent the whole object
+            etag = first.get("ETag")
+            pool = ThreadPoolExecutor(MAX_RANGES_IN_FLIGHT, thread_name_prefix="s3-range")
+            pending = deque([pool.submit(_read_all, first["Body"])])
+            start = READ_RANGE
+            while pending:
+                while total is not None and start < total and len(pending) < MAX_RANGES_IN_FLIGHT:
+                    end = min(start + READ_RANGE, total)
+                    pending.append(pool.submit(self._get_range, key, start, end, etag, where))
+                    start = end
+                data = pending.popleft().result(timeout=_RANGE_TIMEOUT)
+                for i in range(0, len(data), chunk_size):
+                    yield data[i:i + chunk_size]
         except (ClientError, BotoCoreError) as e:
-            raise _describe(e, f"cannot read {self._where(name)}") from None
-        try:
-            while chunk := body.read(chunk_size):
-                yield chunk
-        except (ClientError, BotoCoreError) as e:
-            raise _describe(e, f"cannot read {self._where(name)}") from None
+            raise _describe(e, f"cannot read {where}") from None
+        except FutureTimeout:
+            raise StoreError(f"cannot read {where}: no data for {_RANGE_TIMEOUT:g} s") from None
         finally:
-            body.close()
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _get_range(self, key: str, start: int, end: int, etag: str | None, where: str) -> bytes:
+        extra = {"IfMatch": etag} if etag else {}
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code", "") in ("PreconditionFailed", "412"):
+                raise StoreError(f"cannot read {where}: it changed while being read") from None
+            raise
+        data = _read_all(resp["Body"])
+        if len(data) != end - start:
+            raise StoreError(f"cannot read {where}: bytes {start}-{end - 1} came back as {len(data)} bytes")
+        return data
 
     def put_bytes(self, name: str, data: bytes) -> None:
         try:
@@ -222,3 +277,17 @@ class S3Store(Store):
                 raise _describe(e, f"cannot abort the upload of s3://{self.bucket}/{pending.name}") from None
         except BotoCoreError as e:
             raise _describe(e, f"cannot abort the upload of s3://{self.bucket}/{pending.name}") from None
+
+    def list_objects(self) -> list[ObjectInfo]:
+        """Every object directly under the prefix with its size and ETag, from the listing alone (one request
+        per 1,000 objects)."""
+        found: list[ObjectInfo] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+                found.extend(ObjectInfo(o["Key"][len(self.prefix):], int(o.get("Size", 0)),
+                                        f"{o.get('ETag', '')}-{o.get('LastModified', '')}")
+                             for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as e:
+            raise _describe(e, f"cannot list {self.url}") from None
+        return sorted(found, key=lambda o: o.name)

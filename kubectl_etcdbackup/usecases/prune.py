@@ -1,5 +1,6 @@
-"""Prune a store: apply the retention policy to its snapshots, delete stale objects without a manifest and
-remove what killed runs left behind (temp files, incomplete multipart uploads).
+"""Prune a store: apply the retention policy to its snapshots, then to the delta segments of continuous backup
+(those a kept snapshot's window needs stay; see continuous.chain.segment_retention), delete stale objects without
+a manifest and remove what killed runs left behind (temp files, incomplete multipart uploads).
 
 Only snapshots that may be trusted are counted or deleted (see retention.decide). A bad manifest or an item
 that cannot be deleted is a problem in the report, never an abort.
@@ -17,7 +18,7 @@ from ..durations import format_duration
 from ..errors import EtcdBackupError, StoreError, UsageError
 from ..keys import Keyring
 from ..leftovers import LEFTOVER_MIN_AGE_SECONDS, Leftover, find_leftovers, remove_leftovers
-from ..retention import RetentionPolicy, decide, stale_orphans
+from ..retention import RetentionDecision, RetentionPolicy, decide, stale_orphans
 from ..stores import Store
 from ..textutil import extract_json
 from .source import SourceSpec, open_source
@@ -41,14 +42,14 @@ class PruneOptions:
 @dataclass(frozen=True)
 class PruneRow:
     id: str  # snapshot id, object name or leftover name
-    kind: str  # snapshot, orphan, or the leftover's kind (temp-file, multipart-upload)
+    kind: str  # snapshot, segments (a run of delta segments), orphan, or the leftover's kind (temp-file, ...)
     action: str  # keep | deleted | would delete | delete failed
     reasons: list[str]
 
 
 @dataclass
 class PruneReport:
-    rows: list[PruneRow] = field(default_factory=list)  # snapshots newest first, then orphans, then leftovers
+    rows: list[PruneRow] = field(default_factory=list)  # snapshots newest first, segments, orphans, leftovers
     leftovers_removed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # bad manifests, failed deletions
     notes: list[str] = field(default_factory=list)  # what the cluster said, when it ran there
@@ -70,7 +71,9 @@ def run_prune(opts: PruneOptions) -> PruneReport:
         raise UsageError("prune needs the encryption key to tell genuine snapshots from planted ones "
                          "(--encryption-key-file or --key-env)")
     report = PruneReport(problems=list(listing.problems))
-    _prune_snapshots(opts, listing, now, report)
+    decision = _prune_snapshots(opts, listing, now, report)
+    if opts.keyring is not None:  # the delta stream is always sealed: without the key nothing is pruned there
+        _prune_segments(opts, listing, decision, now, report)
     _prune_orphans(opts, listing, now, report)
     _prune_leftovers(opts, now, report)
     return report
@@ -88,7 +91,8 @@ def _delete(report: PruneReport, dry_run: bool, what: str, delete: Callable[[], 
     return DELETED
 
 
-def _prune_snapshots(opts: PruneOptions, listing: Listing, now: datetime, report: PruneReport) -> None:
+def _prune_snapshots(opts: PruneOptions, listing: Listing, now: datetime, report: PruneReport,
+                     ) -> RetentionDecision:
     decision = decide(listing.snapshots, opts.policy, now, next_at=now if opts.reserve_next else None)
     doomed = {m.id for m in decision.delete}
     for m in listing.snapshots:
@@ -96,6 +100,54 @@ def _prune_snapshots(opts: PruneOptions, listing: Listing, now: datetime, report
         if m.id in doomed:
             action = _delete(report, opts.dry_run, f"snapshot {m.id}", partial(delete_snapshot, opts.store, m))
         report.rows.append(PruneRow(m.id, "snapshot", action, decision.reasons[m.id]))
+    return decision
+
+
+def _prune_segments(opts: PruneOptions, listing: Listing, decision: RetentionDecision, now: datetime,
+                    report: PruneReport) -> None:
+    """Keep the segments a kept snapshot's window needs, delete the others (manifest first: the commit point),
+    one row per run of a chain's segments with the same verdict; objects without a manifest go after a day."""
+    from ..continuous.chain import segment_retention
+    from ..continuous.segment import SEGMENT_MANIFEST_SUFFIX, SEGMENT_SUFFIX, chain_of
+    from ..continuous.stored import read_stream
+
+    assert opts.keyring is not None
+    try:
+        names = opts.store.list_names()
+        stream = read_stream(opts.store, opts.keyring)
+    except EtcdBackupError as e:
+        report.problems.append(f"cannot read the delta stream, its segments were not pruned: {e}")
+        return
+    report.problems += [f"{why} (not pruned)" for why in stream.rejected.values()]
+    doomed = {m.id for m in decision.delete}
+    kept = [m for m in listing.trusted if m.verified and m.id not in doomed]
+    present = {m.id for m in listing.snapshots if m.id not in doomed}
+    runs: list[list] = []  # [verdict of the run's first segment, last revision, segment ids]
+    for v in segment_retention(stream.segments, kept, present):
+        first = runs[-1][0] if runs else None
+        if first is not None and (first.segment.chain, first.keep, first.reason) == (v.segment.chain, v.keep, v.reason):
+            runs[-1][1:] = [v.segment.last_revision, [*runs[-1][2], v.segment.id]]
+        else:
+            runs.append([v, v.segment.last_revision, [v.segment.id]])
+    for v, last, ids in runs:
+        actions = [KEEP] if v.keep else [_delete(report, opts.dry_run, f"delta segment {i}",
+                                                 partial(_delete_segment, opts.store, i)) for i in ids]
+        report.rows.append(PruneRow(f"{v.segment.chain} revisions {v.segment.first_revision}..{last}", "segments",
+                                    DELETE_FAILED if DELETE_FAILED in actions else actions[0],
+                                    [v.reason, f"{len(ids)} segment(s)"]))
+    committed = {n.removesuffix(SEGMENT_MANIFEST_SUFFIX) for n in names if n.endswith(SEGMENT_MANIFEST_SUFFIX)}
+    loose = [n for n in names if n.endswith(SEGMENT_SUFFIX) and chain_of(n)
+             and n.removesuffix(SEGMENT_SUFFIX) not in committed]
+    for name in stale_orphans(loose, partial(_last_written, opts.store), now):
+        action = _delete(report, opts.dry_run, name, partial(opts.store.delete, name))
+        report.rows.append(PruneRow(name, "orphan", action, [ORPHAN_REASON]))
+
+
+def _delete_segment(store: Store, seg_id: str) -> None:
+    from ..continuous.segment import segment_manifest_name, segment_object_name
+
+    store.delete(segment_manifest_name(seg_id))
+    store.delete(segment_object_name(seg_id))
 
 
 def _prune_orphans(opts: PruneOptions, listing: Listing, now: datetime, report: PruneReport) -> None:

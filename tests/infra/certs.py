@@ -54,7 +54,7 @@ def _leaf(
     eku: list[x509.ObjectIdentifier],
     san: list[x509.GeneralName] | None,
     now: dt.datetime,
-    days: int,
+    days: float,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     b = (
@@ -83,8 +83,11 @@ def _leaf(
     return b.sign(ca_key, hashes.SHA256()), key
 
 
-def generate_tls(directory: Path, ca_cn: str = "etcdbackup-test-ca", days: int = 30) -> TLSCerts:
-    """Write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem into ``directory``."""
+def generate_tls(directory: Path, ca_cn: str = "etcdbackup-test-ca", days: int = 365, *,
+                 server_days: float | None = None, client_days: float | None = None) -> TLSCerts:
+    """Write ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem, client-key.pem into ``directory``.
+    ``days`` is the CA's lifetime and, unless ``server_days``/``client_days`` say otherwise, the leaves' (a year by
+    default: well past the 30 days within which the backup's pre-flight checks warn of an expiry)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -112,12 +115,12 @@ def generate_tls(directory: Path, ca_cn: str = "etcdbackup-test-ca", days: int =
         ca_cert, ca_key, _name("etcd-server"),
         [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
-        now, days,
+        now, days if server_days is None else server_days,
     )
     # kubeadm's etcd healthcheck client looks like this (CN + O=system:masters)
     client_cert, client_key = _leaf(
         ca_cert, ca_key, _name("kube-etcd-healthcheck-client", "system:masters"),
-        [ExtendedKeyUsageOID.CLIENT_AUTH], None, now, days,
+        [ExtendedKeyUsageOID.CLIENT_AUTH], None, now, days if client_days is None else client_days,
     )
 
     certs = TLSCerts(
