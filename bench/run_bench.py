@@ -65,28 +65,45 @@ class Run:
     maxrss_kib: int  # wait4() ru_maxrss: the child, or its largest waited-for descendant
     hwm_kib: int  # VmHWM of the child process itself (last /proc poll before it exited)
     cpu_s: float  # user + system CPU of the child (and its waited-for descendants)
+    tree_kib: int = 0  # peak of the summed VmRSS of the child and all its descendants (polled), or hwm if more
 
 
 class BenchError(RuntimeError):
     pass
 
 
-def _read_hwm(pid: int) -> int:
+def _read_hwm(pid: int, field: str = "VmHWM:") -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except (OSError, ValueError):
         pass
     return 0
 
 
+def _tree_rss(root: int) -> int:
+    """Summed VmRSS (KiB) of root and its descendants right now (children from /proc/<pid>/task/*/children)."""
+    total, stack, seen = 0, [root], set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += _read_hwm(pid, "VmRSS:")
+        with contextlib.suppress(OSError, ValueError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    stack.extend(int(x) for x in f.read().split())
+    return total
+
+
 def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, stdout_path: Path | None = None,
         stdin_path: Path | None = None, check: bool = True) -> Run:
     """Run cmd in its own process group; wall time, wait4 rusage and a /proc VmHWM poll. Killed on timeout."""
     cmd = [str(c) for c in cmd]
-    hwm = 0
+    hwm = tree = 0
     timed_out = threading.Event()
     done = threading.Event()
     with contextlib.ExitStack() as files:
@@ -98,9 +115,10 @@ def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
         p = subprocess.Popen(cmd, stdin=in_f, stdout=out_f, stderr=err_f, env=env, start_new_session=True)
 
         def poll() -> None:
-            nonlocal hwm
+            nonlocal hwm, tree
             while not done.is_set():
                 hwm = max(hwm, _read_hwm(p.pid))
+                tree = max(tree, _tree_rss(p.pid))
                 done.wait(0.02)
 
         def kill() -> None:
@@ -126,7 +144,8 @@ def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
             stdout = out_f.read().decode(errors="replace")
         err_f.seek(0)
         stderr = err_f.read().decode(errors="replace")
-    r = Run(cmd, elapsed, p.returncode, stdout, stderr, usage.ru_maxrss, hwm, usage.ru_utime + usage.ru_stime)
+    r = Run(cmd, elapsed, p.returncode, stdout, stderr, usage.ru_maxrss, hwm, usage.ru_utime + usage.ru_stime,
+            max(tree, hwm))
     if timed_out.is_set():
         raise BenchError(f"timed out after {timeout:g}s: {' '.join(cmd[:4])} ...")
     if check and r.rc != 0:
@@ -135,7 +154,17 @@ def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None
 
 
 def free_ports(n: int) -> list[int]:
-    """n ports in PORT_RANGE that can be bound on 127.0.0.1 right now."""
+    """n free ports on 127.0.0.1, reserved through the tests' allocator (tests/infra/ports.py: flock-ed chunks, so
+    test runs on the same machine never get the same ports); PORT_RANGE probing only if it cannot be imported."""
+    tests_dir = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    try:
+        from infra.ports import allocate_ports  # type: ignore[import-not-found]
+    except ImportError:
+        allocate_ports = None
+    if allocate_ports is not None:
+        return list(allocate_ports(n))
     candidates = list(range(*PORT_RANGE))
     random.shuffle(candidates)
     found: list[int] = []

@@ -386,6 +386,9 @@ class BboltScanner:
         self._children, self._buckets, self._freelists, self._wants = {}, {}, {}, []
 
     def _walk(self) -> DbSummary:
+        for w in self._wants:  # bytes that never came: the stream ended inside these pages
+            self._kind[w.slot] = _BAD
+        self._wants = []
         if not self.page_size:
             raise IntegrityError("db structure: no bbolt meta pages (not an etcd db, or truncated)")
         metas = sorted(self.metas, key=lambda m: m.txid, reverse=True)
@@ -470,13 +473,17 @@ class _Walk:
             k = kind[pg]
             if k != LEAF and k != BRANCH:
                 raise IntegrityError(f"db structure: {where}: page {pg} is not a readable branch or leaf page")
-            end = pg + overflow[pg] + 1
-            if end > hwm:
-                raise IntegrityError(f"db structure: {where}: page {pg} runs past the {hwm} pages in use")
-            if reach[pg] or end - pg > 1 and reach[pg:end].count(0) != end - pg:
-                what = "freed" if 2 in reach[pg:end] else "referenced twice"
-                raise IntegrityError(f"db structure: {where}: page {pg} is {what}")
-            reach[pg:end] = b"\x01" * (end - pg)
+            span = overflow[pg] + 1
+            if span == 1 and not reach[pg]:
+                reach[pg] = 1
+            else:
+                end = pg + span
+                if end > hwm:
+                    raise IntegrityError(f"db structure: {where}: page {pg} runs past the {hwm} pages in use")
+                if reach[pg:end].count(0) != span:
+                    what = "freed" if 2 in reach[pg:end] else "referenced twice"
+                    raise IntegrityError(f"db structure: {where}: page {pg} is {what}")
+                reach[pg:end] = b"\x01" * span
             if k == LEAF:
                 leaves.append(pg)
             else:

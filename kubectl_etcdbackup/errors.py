@@ -10,12 +10,12 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1  # the operation failed (etcd, store, Kubernetes API, integrity...)
     USAGE = 2  # bad command line or configuration; nothing was done
-    DEGRADED = 3  # it ran, and found backups stale or etcd unhealthy (`status`, `agent monitor`)
+    DEGRADED = 3  # it ran, and found backups stale, the last drill failed or stale, or etcd unhealthy (`status`...)
     INTERRUPTED = 130  # Ctrl-C
 
 
-EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 failed, 2 usage error, 3 backups stale or etcd unhealthy "
-                   "(status, agent monitor), 130 interrupted.")
+EXIT_CODES_HELP = ("Exit codes: 0 ok, 1 failed, 2 usage error, 3 backups stale, restore drill failed or stale, or "
+                   "etcd unhealthy (status, agent monitor), 130 interrupted.")
 
 
 class EtcdBackupError(Exception):

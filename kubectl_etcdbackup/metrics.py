@@ -60,7 +60,8 @@ def build_registry(stores: Sequence[StoreMetrics], *, duration: float, textfile:
     reg = CollectorRegistry()
     last = Gauge("etcd_backup_last_success_timestamp", "Unix time of the last successful, verified backup",
                  ["store"], registry=reg)
-    dur = Gauge("etcd_backup_duration_seconds", "Duration of the last backup attempt", ["store"], registry=reg)
+    dur = Gauge("etcd_backup_last_duration_seconds", "Duration of the last backup attempt", ["store"],
+                registry=reg)
     sz = Gauge("etcd_backup_size_bytes", "Stored size of the last successful backup", ["store"], registry=reg)
     fails = Counter("etcd_backup_failures", "Failed backup attempts", ["store"], registry=reg)
     prev_last = _previous(textfile, "etcd_backup_last_success_timestamp")

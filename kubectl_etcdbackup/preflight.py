@@ -52,7 +52,6 @@ def run_preflight(endpoints: list[str], tls: TLSFiles | None, timeout: float, *,
                   warn_days: int = CERT_WARN_DAYS) -> PreflightReport:
     report = PreflightReport()
     now = now or datetime.now(UTC)
-    horizon = now + timedelta(days=warn_days)
     if tls is not None:
         _check_tls_files(tls, report)
     statuses: dict[str, EndpointStatus] = {}
@@ -64,15 +63,19 @@ def run_preflight(endpoints: list[str], tls: TLSFiles | None, timeout: float, *,
             _check_server_cert(endpoint, tls, timeout, report)
     if statuses:
         _check_alarms(statuses, tls, timeout, report)
-    for cert in report.certs:
-        if cert.not_after <= now:
-            report.warnings.append(f"{cert.name} certificate ({cert.subject}) expired on "
-                                   f"{cert.not_after:%Y-%m-%d %H:%M} UTC")
-        elif cert.not_after <= horizon:
-            days = (cert.not_after - now).total_seconds() / 86400
-            report.warnings.append(f"{cert.name} certificate ({cert.subject}) expires in {days:.1f} days, on "
-                                   f"{cert.not_after:%Y-%m-%d %H:%M} UTC: renew it before backups stop")
+    report.warnings += [w for cert in report.certs if (w := expiry_warning(cert, now, warn_days))]
     return report
+
+
+def expiry_warning(cert: CertExpiry, now: datetime, warn_days: int = CERT_WARN_DAYS) -> str:
+    """Why the certificate needs renewing (expired, or ending within warn_days), or ""."""
+    if cert.not_after <= now:
+        return f"{cert.name} certificate ({cert.subject}) expired on {cert.not_after:%Y-%m-%d %H:%M} UTC"
+    if cert.not_after <= now + timedelta(days=warn_days):
+        days = (cert.not_after - now).total_seconds() / 86400
+        return (f"{cert.name} certificate ({cert.subject}) expires in {days:.1f} days, on "
+                f"{cert.not_after:%Y-%m-%d %H:%M} UTC: renew it before backups stop")
+    return ""
 
 
 def _read(path: str, what: str, report: PreflightReport) -> bytes | None:
@@ -139,9 +142,25 @@ def _check_member(endpoint: str, tls: TLSFiles | None, timeout: float, report: P
 
 
 def _check_server_cert(endpoint: str, tls: TLSFiles | None, timeout: float, report: PreflightReport) -> None:
-    """The certificate the member presents (not trusted here: only its dates are read; the backup itself
-    checks trust). The client certificate is offered, as etcd with client-cert-auth requires one."""
+    try:
+        report.certs.append(server_certificate(endpoint, tls, timeout))
+    except EtcdBackupError as e:
+        report.warnings.append(str(e))
+
+
+def server_certificate(endpoint: str, tls: TLSFiles | None, timeout: float) -> CertExpiry:
+    """The certificate the member presents in a TLS handshake (not trusted here: only its dates are read; the
+    backup itself checks trust). The client certificate, when given, is offered, as etcd with client-cert-auth
+    requires one; without one (`status`, on a workstation) the certificate is read from a TLS 1.2 handshake, where
+    the server sends it in the clear before it asks for the client's (and then refuses us).
+    Raises EtcdBackupError with the reason when there is none to read."""
     host, port = _host_port(endpoint)
+    if tls is None or not (tls.cert and tls.key):
+        try:
+            der = _server_cert_in_the_clear(host, port, timeout)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise EtcdBackupError(f"cannot read the server certificate of {endpoint}: {e}") from None
+        return _expiry(f"server {host}:{port}", x509.load_der_x509_certificate(der))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -152,10 +171,63 @@ def _check_server_cert(endpoint: str, tls: TLSFiles | None, timeout: float, repo
                 ctx.wrap_socket(sock, server_hostname=host) as conn:
             der = conn.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as e:
-        report.warnings.append(f"cannot read the server certificate of {endpoint}: {e}")
-        return
-    if der:
-        report.certs.append(_expiry(f"server {host}:{port}", x509.load_der_x509_certificate(der)))
+        raise EtcdBackupError(f"cannot read the server certificate of {endpoint}: {e}") from None
+    if not der:
+        raise EtcdBackupError(f"cannot read the server certificate of {endpoint}: none presented")
+    return _expiry(f"server {host}:{port}", x509.load_der_x509_certificate(der))
+
+
+def _server_cert_in_the_clear(host: str, port: int, timeout: float) -> bytes:
+    """The server's (leaf) certificate from the plaintext Certificate message of a TLS 1.2 handshake, whether or not
+    the handshake then succeeds."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
+    received = b""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        for _ in range(64):  # a handful of round trips at most
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                der = _certificate_message(received)
+                if der:
+                    return der
+                raise
+            if data := outgoing.read():
+                sock.sendall(data)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            incoming.write(chunk)
+            if der := _certificate_message(received):
+                return der
+    raise ValueError("the server sent no certificate")
+
+
+def _certificate_message(data: bytes) -> bytes | None:
+    """The first certificate of the Certificate handshake message in plaintext TLS records, once complete."""
+    handshake, i = b"", 0
+    while i + 5 <= len(data) and data[i] == 22:  # handshake records (plaintext until ChangeCipherSpec)
+        length = int.from_bytes(data[i + 3:i + 5], "big")
+        handshake += data[i + 5:i + 5 + length]
+        i += 5 + length
+    j = 0
+    while j + 4 <= len(handshake):
+        kind, length = handshake[j], int.from_bytes(handshake[j + 1:j + 4], "big")
+        body = handshake[j + 4:j + 4 + length]
+        if len(body) < length:
+            return None
+        if kind == 11 and len(body) >= 6:  # Certificate: 3-byte list length, 3-byte cert length, DER
+            first = int.from_bytes(body[3:6], "big")
+            return body[6:6 + first] if len(body) >= 6 + first else None
+        j += 4 + length
+    return None
 
 
 def _check_alarms(statuses: dict[str, EndpointStatus], tls: TLSFiles | None, timeout: float,

@@ -45,6 +45,9 @@ class RunStatus:
     last_success_id: str = ""
     last_failure_time: str = ""
     last_failure_message: str = ""
+    # Unix time each TLS certificate the backup uses expires, as the last run's pre-flight saw it (the exporter
+    # publishes these: etcd_backup_cert_expiry_timestamp_seconds{cert})
+    cert_expiry: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, obj: object) -> RunStatus:
@@ -83,6 +86,11 @@ class DrillRecord:
     revision: int = 0
     key_count: int = 0
     prefix_counts: dict[str, int] = field(default_factory=dict)  # the largest key prefixes, e.g. /registry/pods/
+
+    @classmethod
+    def from_dict(cls, obj: object) -> DrillRecord:
+        """From parsed JSON; unknown keys are ignored, anything but an object gives an empty record."""
+        return _from_dict(cls, obj)
 
     def record(self, when: str, snapshot_id: str, message: str) -> None:
         self.last_time, self.last_snapshot_id, self.last_message = when, snapshot_id, message[:500]

@@ -27,15 +27,21 @@ class SnapshotHashCheck:
 
     def update(self, data: bytes) -> None:
         self.size += len(data)
-        buf = self._tail + data if self._tail else data
-        if len(buf) <= ETCD_HASH_SIZE:
-            self._tail = bytes(buf)
+        if len(data) <= ETCD_HASH_SIZE:  # rare: join with the held-back tail
+            buf = self._tail + bytes(data)
+            self._tail = buf[-ETCD_HASH_SIZE:]
+            self._db_part(buf[:-ETCD_HASH_SIZE])
             return
-        db = memoryview(buf)[:-ETCD_HASH_SIZE]
-        self._db.update(db)
-        if self.pages is not None:
-            self.pages.feed(db)
-        self._tail = bytes(buf[-ETCD_HASH_SIZE:])
+        # The last 32 bytes seen may be etcd's hash: held back until more data shows they are not (no copy of data).
+        self._db_part(self._tail)
+        self._db_part(memoryview(data)[:-ETCD_HASH_SIZE])
+        self._tail = bytes(data[-ETCD_HASH_SIZE:])
+
+    def _db_part(self, db: bytes | memoryview) -> None:
+        if db:
+            self._db.update(db)
+            if self.pages is not None:
+                self.pages.feed(db)
 
     @property
     def raw_sha256(self) -> str:

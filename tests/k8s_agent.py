@@ -15,15 +15,18 @@ EXE = {"kubectl-etcdbackup": str(PLUGIN)}
 
 
 def tool_path(bins: Any) -> str:
-    """PATH of the simulated containers: the real etcd tools (etcdutl, etcdctl), as in the image."""
-    return f"{bins.etcdutl.parent}:/usr/bin:/bin"
+    """PATH of the simulated containers: the real etcd tools (etcd, etcdutl, etcdctl), as in the image."""
+    dirs = dict.fromkeys(str(p.parent) for p in (bins.etcdutl, bins.etcd, bins.etcdctl))
+    return ":".join([*dirs, "/usr/bin", "/bin"])
 
 
 @contextlib.contextmanager
-def kubelet(kube: FakeKubeServer, pki: Path, path: str, workdir: Path) -> Iterator[KubeletSimulator]:
-    """Runs Jobs as local processes; /etc/kubernetes/pki/etcd on the "node" is the test PKI."""
+def kubelet(kube: FakeKubeServer, pki: Path, path: str, workdir: Path,
+            env: Mapping[str, str] | None = None) -> Iterator[KubeletSimulator]:
+    """Runs Jobs as local processes; /etc/kubernetes/pki/etcd on the "node" is the test PKI; `env` goes to every
+    container."""
     with KubeletSimulator(kube, path_map={PKI: str(pki)}, executables=EXE, path=path, workdir=workdir,
-                          job_timeout=120) as sim:
+                          job_timeout=120, env=env) as sim:
         yield sim
 
 

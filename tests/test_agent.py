@@ -106,7 +106,7 @@ def test_metrics_textfile_counts_failures(etcd35_tls_cluster, file_store_url, tm
     after = metrics(prom.read_text())
     assert after["etcd_backup_failures_total"] == 2
     assert after["etcd_backup_last_success_timestamp"] == ok["etcd_backup_last_success_timestamp"]
-    assert after["etcd_backup_duration_seconds"] > 0
+    assert after["etcd_backup_last_duration_seconds"] > 0
 
 
 @pytest.mark.parametrize("store_kind", ["file", "s3"])
@@ -138,7 +138,9 @@ def test_exporter_serves_metrics_from_the_store(store_kind, request, etcd35_tls_
     newest = list_snapshots(store).snapshots[0]
     assert m["etcd_backup_last_success_timestamp"] == newest.created.timestamp()
     assert m["etcd_backup_size_bytes"] == newest.stored_size
-    assert m["etcd_backup_duration_seconds"] == newest.duration_seconds
+    assert m["etcd_backup_last_duration_seconds"] == newest.duration_seconds
+    assert m["etcd_backup_duration_seconds_count"] == 1
+    assert m["etcd_backup_duration_seconds_sum"] == newest.duration_seconds
     assert m["etcd_backup_failures_total"] == 1
     assert m["etcd_backup_stale"] == 0 and m["etcd_backup_store_up"] == 1
 
@@ -198,7 +200,7 @@ def test_metrics_pushed_to_pushgateway(etcd35_tls_cluster, file_store_url, tmp_p
     assert len(received) == 1 and received[0][1] == "/metrics/job/etcd_backup"
     m = metrics(received[0][2].decode())
     assert m["etcd_backup_size_bytes"] == r.json()["stored_size"] and m["etcd_backup_failures_total"] == 0
-    assert m["etcd_backup_last_success_timestamp"] > 0 and "etcd_backup_duration_seconds" in m
+    assert m["etcd_backup_last_success_timestamp"] > 0 and "etcd_backup_last_duration_seconds" in m
 
 
 def test_prune_removes_only_day_old_orphans(etcd35_tls_cluster, file_store_url, tmp_store_dir, tmp_path,

@@ -187,6 +187,16 @@ CONTRACT_OPTIONS: dict[str, ManifestOptions] = {
         etcd_key_file="client.key", image="ghcr.io/x/agent@sha256:" + "a" * 64, keep_within=None, keep_daily=None),
     "pvc-class": ManifestOptions(pvc_storage_class="local-path", pvc_size="100Gi",
                                  pvc_access_modes=["ReadWriteOncePod"], concurrency_policy="Replace"),
+    "drill-options": ManifestOptions(
+        drill_schedule="@weekly", drill_max_age="2w", drill_active_deadline_seconds=600,
+        drill_work_dir_size_limit="1Gi",
+        drill_resources={"requests": {"cpu": "1", "ephemeral-storage": "1Gi"}, "limits": {"ephemeral-storage": "2Gi"}},
+        store="s3://etcd-backups/d", s3_existing_secret="rw", s3_sse="AES256", time_zone="Etc/UTC",
+        pushgateway_url="http://pgw:9091", backup_extra_env=[{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        backup_extra_volumes=[{"name": "ca-bundle", "configMap": {"name": "ca-bundle"}}],
+        backup_extra_volume_mounts=[{"name": "ca-bundle", "mountPath": "/etc/ssl/custom", "readOnly": True}],
+        backup_pod_labels={"example.com/x": "one"}, backup_affinity={"podAntiAffinity": {}}),
+    "no-drill": ManifestOptions(drill_enabled=False),
 }
 
 
@@ -294,7 +304,7 @@ def test_chart_defaults_equal_python_defaults() -> None:
 
     subset(python_values, chart_values, "")
     helm_only = {k for k in chart_values if k not in python_values}
-    assert helm_only == {"serviceMonitor", "prometheusRule", "test"}, helm_only
+    assert helm_only == {"serviceMonitor", "prometheusRule", "dashboards", "test"}, helm_only
 
 
 def test_chart_version_and_schema_follow_the_python_module() -> None:
@@ -350,7 +360,8 @@ def _pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out = {}
     for o in objs:
         if o["kind"] == "CronJob":
-            out["CronJob"] = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            kind = "drill" if o["metadata"]["name"].endswith("-drill") else "CronJob"
+            out[kind] = o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         elif o["kind"] == "Deployment":
             kind = "stream" if o["metadata"]["name"].endswith("-stream") else "Deployment"
             out[kind] = o["spec"]["template"]["spec"]
@@ -364,7 +375,7 @@ def test_pods_mount_pki_files_alone_limit_scratch_and_guard_the_key(helm_env: di
                                                                     name: str) -> None:
     values = VALUE_SETS[name]
     pods = _pod_specs(template(helm_env, tmp_path, values))
-    assert "CronJob" in pods and "Pod" in pods
+    assert "CronJob" in pods and "Pod" in pods and "drill" in pods
     p = preset(values)
     pki = p["pki_dir"]
     secret = values.get("etcd", {}).get("clientCertSecret")
@@ -385,6 +396,9 @@ def test_pods_mount_pki_files_alone_limit_scratch_and_guard_the_key(helm_env: di
         (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
         if kind in ("CronJob", "Pod"):
             assert tmp["emptyDir"]["sizeLimit"] == (values.get("backup", {}).get("workDirSizeLimit") or "3Gi")
+        if kind == "drill":  # its own etcd on 127.0.0.1: no certificate, non-root
+            assert tmp["emptyDir"]["sizeLimit"] == (values.get("drill", {}).get("workDirSizeLimit") or "5Gi")
+            assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] == 65532
         # the key and the client certificate Secret: owner-only for root, group-readable only through fsGroup
         sc = pod["securityContext"]
         expected = 0o400 if sc["runAsUser"] == 0 else 0o440
@@ -401,7 +415,8 @@ def test_pods_mount_pki_files_alone_limit_scratch_and_guard_the_key(helm_env: di
 
 def test_retention_and_timeout_args(helm_env: dict[str, str], tmp_path: Path) -> None:
     def args(values: dict[str, Any]) -> list[str]:
-        (cj,) = [o for o in template(helm_env, tmp_path, values) if o["kind"] == "CronJob"]
+        (cj,) = [o for o in template(helm_env, tmp_path, values) if o["kind"] == "CronJob"
+                 and not o["metadata"]["name"].endswith("-drill")]
         a = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
         return a[a.index("--encryption-key-file") + 2:]
 
@@ -476,6 +491,13 @@ def test_prometheus_rule_alerts(helm_env: dict[str, str], tmp_path: Path) -> Non
     assert sm["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"]
     assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert alerts["EtcdBackupDrillFailing"]["expr"] == (
+        'time() - max by (namespace, store) (etcd_backup_drill_last_success_timestamp{namespace="ops"}) > 5356800')
+    assert alerts["EtcdBackupDrillMissing"]["expr"] == (
+        'absent(etcd_backup_drill_last_success_timestamp{namespace="ops"})')
+    assert alerts["EtcdBackupDrillMissing"]["for"] == "62d"
+    assert alerts["EtcdBackupCertExpiring"]["expr"] == (
+        'min by (namespace, cert) (etcd_backup_cert_expiry_timestamp_seconds{namespace="ops"}) - time() < 2592000')
     # Default: 1h; no etcd selector.
     objs = template(helm_env, tmp_path, {"prometheusRule": {"enabled": True}})
     (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
@@ -486,6 +508,15 @@ def test_prometheus_rule_alerts(helm_env: dict[str, str], tmp_path: Path) -> Non
     objs = template(helm_env, tmp_path, {"prometheusRule": {"enabled": True}, "monitor": {"maxAge": "1h30m"}})
     (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
     assert {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}["EtcdBackupTooOld"].endswith("> 5400")
+    # drills: their own limit; none without the drill CronJob
+    objs = template(helm_env, tmp_path, {"prometheusRule": {"enabled": True}, "drill": {"maxAge": "8d"}})
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    exprs = {r["alert"]: r["expr"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert exprs["EtcdBackupDrillFailing"].endswith("> 691200") and "EtcdBackupCertExpiring" in exprs
+    objs = template(helm_env, tmp_path, {"prometheusRule": {"enabled": True}, "drill": {"enabled": False}})
+    (rule,) = [o for o in objs if o["kind"] == "PrometheusRule"]
+    assert not [r for r in rule["spec"]["groups"][0]["rules"] if r["alert"].startswith("EtcdBackupDrill")]
+    assert not [o for o in objs if o["metadata"]["name"].endswith("-drill")]
 
 
 def test_notes_render(helm_env: dict[str, str], tmp_path: Path) -> None:

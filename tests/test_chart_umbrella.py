@@ -34,7 +34,7 @@ def test_umbrella_chart_renders(helm_env: dict[str, str], tmp_path: Path) -> Non
         else:
             for version in K8S_VERSIONS:
                 k8s_validate(o, version)
-    (cj,) = [o for o in objs if o["kind"] == "CronJob"]
+    (cj,) = [o for o in objs if o["kind"] == "CronJob" and o["metadata"]["name"] == "platform-etcd-backup"]
     args = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--cacert") + 1] == "/var/lib/rancher/rke2/server/tls/etcd/server-ca.crt"
     r = helm(helm_env, "lint", "--strict", str(umbrella))

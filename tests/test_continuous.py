@@ -31,7 +31,7 @@ from kubectl_etcdbackup.continuous.segment import segment_manifest_name, segment
 from kubectl_etcdbackup.continuous.stored import read_segment, read_stream
 from kubectl_etcdbackup.etcd._proto import rpc_pb2
 from kubectl_etcdbackup.etcd.client import EtcdClient, TLSFiles
-from kubectl_etcdbackup.etcd.rpc import Stubs
+from kubectl_etcdbackup.etcd.rpc import RpcError, Stubs
 from kubectl_etcdbackup.etcd.tools import EtcdTool
 from kubectl_etcdbackup.keys import Keyring, load_keyring
 from kubectl_etcdbackup.stores import Store, open_store
@@ -50,8 +50,8 @@ def _tls(cluster: Any) -> TLSFiles | None:
 
 
 @contextlib.contextmanager
-def _client(cluster: Any) -> Iterator[Stubs]:
-    with EtcdClient(cluster.endpoints[0], _tls(cluster)) as c:
+def _client(cluster: Any, member: int = 0) -> Iterator[Stubs]:
+    with EtcdClient(cluster.endpoints[member], _tls(cluster)) as c:
         yield Stubs.of(c)
 
 
@@ -271,6 +271,39 @@ def test_resume_after_the_agent_is_killed_leaves_no_gap_and_no_duplicate(
     assert revisions == list(range(base + 1, covered + 1))  # every revision exactly once, in order
 
 
+@pytest.mark.slow
+def test_a_member_killed_while_streaming_resumes_on_another_without_a_gap(
+        etcd_cluster_factory: Any, keyring: tuple[Path, Keyring], file_store_url: str) -> None:
+    """The member the agent watches dies: it goes on from another member, every revision stored exactly once."""
+    cluster = etcd_cluster_factory("3.5", size=3)
+    key, ring = keyring
+    store = open_store(file_store_url)
+    base = _base(cluster, store, ring)
+    agent = _agent(cluster, file_store_url, key)
+    try:
+        with _client(cluster, member=1) as kv:
+            _wait_covered(store, ring, base)
+            rev = 0
+            for i in range(40):
+                rev = _put(kv, f"/kill/before{i}", "x")
+            _wait_covered(store, ring, rev)
+            cluster.kill_member(0)  # the first endpoint: the one the agent follows
+            deadline = time.monotonic() + 30
+            for i in range(40):
+                while True:  # it may have been the leader: the first writes wait for a new one
+                    try:
+                        rev = _put(kv, f"/kill/after{i}", "x")
+                        break
+                    except RpcError:
+                        assert time.monotonic() < deadline, "no leader 30 s after the kill"
+                        time.sleep(0.5)
+            covered = _wait_covered(store, ring, rev, timeout=60)
+    finally:
+        out, err = _stop(agent)
+    assert _stored_revisions(store, ring) == list(range(base + 1, covered + 1)), err
+    assert cluster.endpoints[0] in err  # the switch is said on stderr
+
+
 @pytest.fixture
 def chain(etcd35_tls_cluster: Any, keyring: tuple[Path, Keyring], file_store_url: str) -> tuple[Store, list[Any]]:
     """A store with a base snapshot and at least four segments."""
@@ -353,14 +386,15 @@ def test_compaction_starts_a_new_chain_and_records_the_gap(etcd_cluster_factory:
 
 
 @pytest.mark.slow
-def test_rpo_drill_all_members_killed(etcd_cluster_factory: Any, etcd_bins_35: EtcdBinaries,
+@pytest.mark.parametrize("flush", [1.0, 5.0])  # --flush-interval 1s, and the default 5s
+def test_rpo_drill_all_members_killed(flush: float, etcd_cluster_factory: Any, etcd_bins_35: EtcdBinaries,
                                       keyring: tuple[Path, Keyring], tmp_path: Path, file_store_url: str,
                                       ports: ReplayPorts) -> None:
     cluster = etcd_cluster_factory("3.5", size=3)
     key, ring = keyring
     store = open_store(file_store_url)
     _base(cluster, store, ring)
-    agent = _agent(cluster, file_store_url, key, flush="1s")
+    agent = _agent(cluster, file_store_url, key, flush=f"{flush:g}s")
     acked: list[tuple[str, str, int, float]] = []  # key, value, revision, when acknowledged
     attempted: dict[bytes, bytes] = {}
     stop = threading.Event()
@@ -387,7 +421,7 @@ def test_rpo_drill_all_members_killed(etcd_cluster_factory: Any, etcd_bins_35: E
         started = time.monotonic()
         for t in threads:
             t.start()
-        time.sleep(random.uniform(5.0, 9.0))
+        time.sleep(random.uniform(2 * flush + 3.0, 2 * flush + 7.0))
         killed = time.monotonic()
         for i in range(cluster.size):
             cluster.kill_member(i)
@@ -401,14 +435,14 @@ def test_rpo_drill_all_members_killed(etcd_cluster_factory: Any, etcd_bins_35: E
     assert rate >= 200, f"writer managed only {rate:.0f} puts/s"
     r = _pitr(store, ring, etcd_bins_35, tmp_path / "fresh", ports, Target())
     got, _ = _db_state(Path(r.output), etcd_bins_35, tmp_path, ports)
-    old_enough = [a for a in acked if a[3] < killed - 2.0]
+    old_enough = [a for a in acked if a[3] < killed - (flush + 1.0)]  # the RPO: flush interval + 1 s
     assert old_enough
     missing = [a for a in old_enough if (got[a[0].encode()][0], got[a[0].encode()][2]) != (a[1].encode(), a[2])
                if a[0].encode() in got] + [a for a in old_enough if a[0].encode() not in got]
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
     assert all(attempted.get(k) == v[0] for k, v in got.items()), "a value that was never written appeared"
-    print(f"\nRPO drill: {rate:.0f} puts/s, {len(acked)} acknowledged, rebuilt revision {r.revision}, "
-          f"{len(acked) - sum(1 for a in acked if got.get(a[0].encode()))} newest writes not covered")
+    print(f"\nRPO drill (flush {flush:g}s): {rate:.0f} puts/s, {len(acked)} acknowledged, rebuilt revision "
+          f"{r.revision}, {len(acked) - sum(1 for a in acked if got.get(a[0].encode()))} newest writes not covered")
 
 
 def test_cli_stream_needs_a_key(capsys: pytest.CaptureFixture[str], file_store_url: str) -> None:

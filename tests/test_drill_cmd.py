@@ -93,3 +93,17 @@ def test_drill_names_a_missing_kubernetes_core_key(etcd_cluster_factory, tmp_pat
     assert run_cli(capsys, *backup_args(cluster, url, key, "--verify", "hash")).rc == 0
     r = drill(capsys, url, key, tmp_path)
     assert r.rc == 1 and "Kubernetes data without /registry/namespaces/kube-system" in r.err, r.err
+
+
+def test_the_cluster_catalog_carries_the_drill_record(tmp_store_dir) -> None:
+    """`status` on a PVC store reads `agent catalog` from the cluster: the drill record goes with it."""
+    from kubectl_etcdbackup.k8s.store_catalog import Catalog, catalog_of
+    from kubectl_etcdbackup.run_status import save_drill
+
+    store = FileStore(tmp_store_dir, create=True)
+    record = load_drill(store)
+    record.record("2026-12-01T03:00:05.000Z", "etcd-x", "")
+    record.estimated_restore_seconds, record.stages_seconds = 4.5, {"fetch": 1.0, "restore": 1.5, "start": 2.0}
+    save_drill(store, record)
+    back = Catalog.from_json(json.loads(catalog_of(store).to_json())).drill
+    assert back == record and back.last_ok and back.last_success_snapshot_id == "etcd-x"

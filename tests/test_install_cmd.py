@@ -124,8 +124,8 @@ def test_uninstall_keeps_the_store_and_the_key_unless_asked(env: dict[str, str],
     assert r.returncode == 0, r
     assert r.stderr.splitlines()[0] == target_line(kube)
     deleted = [ln.split()[0] for ln in r.stdout.splitlines() if ln.endswith(" deleted")]
-    assert deleted == ["service/etcd-backup-exporter", "deployment/etcd-backup-exporter", "cronjob/etcd-backup",
-                       "configmap/etcd-backup-monitor", "serviceaccount/etcd-backup"]
+    assert deleted == ["service/etcd-backup-exporter", "deployment/etcd-backup-exporter", "cronjob/etcd-backup-drill",
+                       "cronjob/etcd-backup", "configmap/etcd-backup-monitor", "serviceaccount/etcd-backup"]
     assert "persistentvolumeclaim/etcd-backup-data kept: the store of the snapshots (--delete-store deletes it)" \
         in r.stdout
     assert "secret/etcd-backup-key kept: the encryption key" in r.stdout
@@ -172,7 +172,8 @@ def test_uninstall_keeps_what_is_not_its_own(env: dict[str, str], kube: FakeKube
     assert r.returncode == 0, r
     assert "note: the store s3://bkt/etcd is not in the cluster" in r.stderr
     assert r.stdout.splitlines() == [
-        "cronjob/etcd-backup deleted", "configmap/etcd-backup-monitor deleted", "serviceaccount/etcd-backup deleted",
+        "cronjob/etcd-backup-drill deleted", "cronjob/etcd-backup deleted", "configmap/etcd-backup-monitor deleted",
+        "serviceaccount/etcd-backup deleted",
         "secret/etcd-backup-key deleted",
         "service/etcd-backup-exporter kept: not made by kubectl-etcdbackup (its labels say otherwise)",
         f"namespace/{ns} kept: it holds what is kept"]

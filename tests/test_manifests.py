@@ -49,7 +49,10 @@ VARIANTS: dict[str, ManifestOptions] = {
 
 
 def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [o for o in objs if o["kind"] == kind]
+    """Objects of a kind; "CronJob" is the backup's (the drill's is "drill")."""
+    if kind == "drill":
+        return [o for o in objs if o["kind"] == "CronJob" and o["metadata"]["name"].endswith("-drill")]
+    return [o for o in objs if o["kind"] == kind and not (kind == "CronJob" and o in by_kind(objs, "drill"))]
 
 
 def one(objs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -69,6 +72,8 @@ def flag(args: list[str], name: str) -> str | None:
 def pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """kind -> pod spec of every object that runs pods."""
     out = {"CronJob": backup_pod(objs)}
+    for cj in by_kind(objs, "drill"):
+        out["drill"] = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     for dep in by_kind(objs, "Deployment"):
         kind = "stream" if dep["metadata"]["name"].endswith("-stream") else "Deployment"
         out[kind] = dep["spec"]["template"]["spec"]
@@ -95,7 +100,7 @@ def test_default_objects_and_names() -> None:
     objs = render_manifests()
     assert [(o["kind"], o["metadata"]["name"]) for o in objs] == [
         ("Namespace", "etcd-backup"), ("ServiceAccount", "etcd-backup"), ("ConfigMap", "etcd-backup-monitor"),
-        ("PersistentVolumeClaim", "etcd-backup-data"), ("CronJob", "etcd-backup"),
+        ("PersistentVolumeClaim", "etcd-backup-data"), ("CronJob", "etcd-backup"), ("CronJob", "etcd-backup-drill"),
         ("Deployment", "etcd-backup-exporter"), ("Service", "etcd-backup-exporter")]
     for o in objs[1:]:
         assert o["metadata"]["namespace"] == "etcd-backup"
@@ -181,9 +186,9 @@ def test_encryption_key_only_as_a_mounted_file(variant: str) -> None:
     assert key_vol["secret"] == {"secretName": opts.key_secret, "defaultMode": mode,
                                  "items": [{"key": opts.key_secret_key, "path": "key"}]}
     assert {"name": "encryption-key", "mountPath": "/etc/etcdbackup/key", "readOnly": True} in c["volumeMounts"]
-    # The key Secret is referenced by that volume, the exporter's and the stream's, nothing else (no env).
+    # The key Secret is referenced by that volume, the exporter's, the stream's and the drill's, nothing else.
     text = json.dumps(objs)
-    assert text.count(f'"{opts.key_secret}"') == 1 + opts.exporter_enabled + opts.continuous
+    assert text.count(f'"{opts.key_secret}"') == 1 + opts.exporter_enabled + opts.continuous + opts.drill_enabled
     for env in c.get("env", []):
         assert env["name"].startswith("AWS_") or env == {"name": "HOST_IP", "valueFrom": {
             "fieldRef": {"fieldPath": "status.hostIP"}}}
@@ -224,7 +229,7 @@ def test_no_pod_mounts_a_pki_directory(variant: str) -> None:
 def test_scratch_dirs_are_size_limited(variant: str) -> None:
     opts = VARIANTS[variant]
     limit = {"CronJob": opts.work_dir_size_limit, "Deployment": opts.exporter_work_dir_size_limit,
-             "stream": opts.continuous_work_dir_size_limit}
+             "stream": opts.continuous_work_dir_size_limit, "drill": opts.drill_work_dir_size_limit}
     for kind, pod in pod_specs(render_manifests(opts)).items():
         empty = [v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v]
         assert empty == [{"sizeLimit": limit[kind]}], kind
@@ -294,7 +299,8 @@ def test_exporter_reads_the_store_as_non_root(variant: str) -> None:
     objs = render_manifests(opts)
     cm, dep, svc = one(objs, "ConfigMap"), one(objs, "Deployment"), one(objs, "Service")
     store = m.parse_store(opts.store)
-    expected = {"ETCDBACKUP_STORE": store.url, "ETCDBACKUP_MAX_AGE": "1h", "ETCDBACKUP_LISTEN": "0.0.0.0:9101"}
+    expected = {"ETCDBACKUP_STORE": store.url, "ETCDBACKUP_MAX_AGE": "1h", "ETCDBACKUP_LISTEN": "0.0.0.0:9101",
+                "ETCDBACKUP_DRILL_MAX_AGE": "62d"}
     if variant == "s3":
         expected |= {"ETCDBACKUP_S3_ENDPOINT_URL": opts.s3_endpoint_url, "ETCDBACKUP_S3_REGION": opts.s3_region}
     assert cm["data"] == expected
@@ -546,5 +552,44 @@ def test_pod_options_and_common_labels() -> None:
                        ({"backup_extra_env": [{"name": "AWS_ACCESS_KEY_ID"}]}, "backup_extra_env"),
                        ({"exporter_extra_volumes": [{"name": "tmp"}]}, "exporter_extra_volumes"),
                        ({"continuous_flush_interval": "soon"}, "duration")):
+        with pytest.raises(ManifestError, match=match):
+            render_manifests(ManifestOptions(**bad))
+
+
+def test_drill_cronjob_runs_agent_drill_non_root_without_etcd_access() -> None:
+    for variant in ("pvc", "rke2-client-cert-secret-s3", "everything"):
+        opts = VARIANTS[variant]
+        objs = render_manifests(opts)
+        cj = one(objs, "drill")
+        assert cj["metadata"]["labels"]["app.kubernetes.io/component"] == "drill"
+        assert cj["spec"]["schedule"] == "0 3 1 * *" and cj["spec"]["concurrencyPolicy"] == "Forbid"
+        job = cj["spec"]["jobTemplate"]["spec"]
+        assert job["backoffLimit"] == 0 and job["activeDeadlineSeconds"] == 3600
+        pod, backup = job["template"]["spec"], backup_pod(objs)
+        assert "hostNetwork" not in pod and not [v for v in pod["volumes"] if "hostPath" in v]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["fsGroup"] == m.NONROOT_ID
+        for k in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets", "priorityClassName"):
+            assert pod.get(k) == backup.get(k), (variant, k)
+        (c,) = pod["containers"]
+        assert c["command"] == ["kubectl-etcdbackup", "agent", "drill"]
+        assert not [a for a in c["args"] if a.startswith(("--endpoints", "--cacert", "--cert", "--key"))]
+        ctx = _cli_command("agent", "drill").make_context("drill", list(c["args"]))
+        assert ctx.params["encryption_key_file"] == m.KEY_FILE and ctx.params["work_dir"] == "/tmp"
+        assert ctx.params["store"] == m.parse_store(opts.store).url
+        assert ctx.params["pushgateway"] == opts.pushgateway_url
+        key = next(v for v in pod["volumes"] if v["name"] == "encryption-key")
+        assert key["secret"]["defaultMode"] == m.KEY_MODE_FS_GROUP
+        store_mounts = [mt for mt in c["volumeMounts"] if mt["name"] == "backups"]
+        assert store_mounts == ([{"name": "backups", "mountPath": m.parse_store(opts.store).path}]
+                                if opts.store.startswith("file:") else [])
+        aws = {e["name"] for e in c.get("env", []) if e["name"].startswith("AWS_")}
+        assert aws == ({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+                       if opts.s3_existing_secret else set())
+    config = one(render_manifests(), "ConfigMap")["data"]
+    assert config["ETCDBACKUP_DRILL_MAX_AGE"] == "62d"
+    off = render_manifests(ManifestOptions(drill_enabled=False))
+    assert not by_kind(off, "drill") and "ETCDBACKUP_DRILL_MAX_AGE" not in one(off, "ConfigMap")["data"]
+    for bad, match in (({"drill_schedule": "monthly"}, "drill_schedule"), ({"drill_max_age": "2 months"}, "duration"),
+                       ({"drill_work_dir_size_limit": "lots"}, "drill_work_dir_size_limit")):
         with pytest.raises(ManifestError, match=match):
             render_manifests(ManifestOptions(**bad))

@@ -54,6 +54,11 @@ def test_certificates_expiring_soon_are_warned_about(etcd_cluster_factory, tmp_p
     assert 3.4 * 86400 < expiry["client"] - now < 3.6 * 86400
     assert 9.4 * 86400 < expiry[f"server {host_port}"] - now < 9.6 * 86400
     assert expiry["ca"] - now > 399 * 86400
+    # the run record keeps them too, so the exporter (which reads the store) can publish them
+    from kubectl_etcdbackup.run_status import load_status
+    from kubectl_etcdbackup.stores import open_store
+
+    assert load_status(open_store(f"file://{tmp_path / 'store'}")).cert_expiry == expiry
 
 
 def test_client_files_are_checked(tls_certs, other_tls_certs, tmp_path) -> None:

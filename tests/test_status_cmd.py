@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import backup_args, run_cli, write_key
-from infra.certs import TLSCerts
+from infra.certs import TLSCerts, generate_tls
 from infra.etcd_binaries import EtcdBinaries
 from infra.etcd_cluster import EtcdCluster
-from infra.ports import allocate_port
+from infra.ports import allocate_port, allocate_ports, release_ports
 from k8s_fake import FakeKubeServer, LocalExec, write_kubeconfig
 from k8s_helpers import (
     PKI,
@@ -26,6 +26,10 @@ from k8s_helpers import (
     plugin_env,
     run_plugin,
 )
+
+from kubectl_etcdbackup.catalog import list_snapshots, save_manifest
+from kubectl_etcdbackup.keys import load_keyring
+from kubectl_etcdbackup.stores.file_store import FileStore
 
 pytestmark = [needs_kubectl, pytest.mark.timeout(180)]
 NODES = ["cp-a", "cp-b", "cp-c"]
@@ -141,3 +145,75 @@ def test_status_then_a_stopped_member_then_the_restore_runbook(
         < script.index("start-etcd)") < script.index("start-apiserver)")
     assert "--name cp1 " in script and "--name cp0 " not in script
     assert pods[0]["metadata"]["name"] == "etcd-cp-a"
+
+
+def test_status_shows_the_last_drill_and_each_server_certificate(
+        kube: FakeKubeServer, kubeconfig: Path, etcd_cluster_factory: Callable[..., EtcdCluster],
+        etcd_bins_35: EtcdBinaries, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A real backup, a real `agent drill` on it (passed, then failed on a manifest that lies), and a member whose
+    server certificate (read in a TLS handshake with its advertised URL) ends in 10 days."""
+    certs = generate_tls(tmp_path / "tls", server_days=10)
+    cluster = etcd_cluster_factory("3.5", 1, certs, layout=etcd_cluster_factory.layout(1, True, "dr"))
+    for k in ("/registry/namespaces/default", "/registry/namespaces/kube-system",
+              "/registry/services/specs/default/kubernetes"):
+        cluster.put(k, "{}")
+    for left in kube.list("pods", "kube-system"):  # an earlier test's etcd pods (the fake API is per module)
+        kube.delete("pods", left["metadata"]["name"], "kube-system")
+    pki = kubeadm_pki(certs, tmp_path / "pki")
+    kube.set_exec_handler(LocalExec(path=f"{etcd_bins_35.etcdctl.parent}:/usr/bin:/bin", path_map={PKI: str(pki)},
+                                    timeout=30), namespace="kube-system")
+    pods = add_etcd_pods(kube, cluster.names, cluster.endpoints, cluster.peer_urls, nodes=["dr-node"])
+    env = plugin_env(kubeconfig, tmp_path)
+    store, key = tmp_path / "store", write_key(tmp_path / "key")
+    url = f"file://{store}"
+    try:
+        assert run_cli(capsys, *backup_args(cluster, url, key)).rc == 0
+        st = run_plugin(env, "status", "--store", url, "-o", "json")  # no drill yet: not a problem
+        assert st.rc == 0 and json.loads(st.out)["backups"]["drill"]["last_time"] is None, st
+        ports = allocate_ports(2)
+        try:
+            drill = run_cli(capsys, "agent", "drill", "--store", url, "--key-file", key, "--port", str(ports[0]),
+                            "--work-dir", tmp_path, "--start-timeout", "60s")
+            assert drill.rc == 0, drill.err
+
+            st = run_plugin(env, "status", "--store", url)
+            assert st.rc == 0, st
+            (line,) = [ln for ln in st.out.splitlines() if ln.startswith("  last drill:")]
+            sid = drill.json()["id"]
+            assert line.startswith("  last drill:   passed ") and f"on {sid}, RTO estimate " in line
+            assert "fetch " in line and "restore " in line and "start " in line
+            (cert,) = [ln for ln in st.out.splitlines() if ln.startswith("  dr0 ")]
+            assert cluster.endpoints[0] in cert and ("(in 10 days)" in cert or "(in 9 days)" in cert), st.out
+            assert "warning: member dr0 server certificate (CN=etcd-server) expires in " in st.err
+
+            doc = json.loads(run_plugin(env, "status", "--store", url, "-o", "json").out)
+            assert doc["backups"]["drill"]["ok"] and doc["backups"]["drill"]["last_snapshot_id"] == sid
+            assert doc["backups"]["drill"]["estimated_restore_seconds"] == drill.json()["estimated_restore_seconds"]
+            (c,) = doc["certificates"]
+            assert c["member"] == "dr0" and 9 < c["days_left"] <= 10 and c["error"] is None
+
+            time.sleep(1.1)  # older than the limit: stale (exit 3, documented)
+            st = run_plugin(env, "status", "--store", url, "--drill-max-age", "1s")
+            last = st.err.splitlines()[-1]
+            assert st.rc == 3 and last.startswith("error: restore drill STALE: the last one ran "), st
+            assert last.endswith(" ago (limit 1s)"), st
+
+            # a trusted manifest whose key count is wrong: the next drill fails, and status says so
+            keyring = load_keyring(str(key), None)
+            fs = FileStore(str(store), create=False)
+            manifest = list_snapshots(fs, keyring).trusted[0]
+            manifest.key_count += 7
+            save_manifest(fs, manifest, keyring)
+            bad = run_cli(capsys, "agent", "drill", "--store", url, "--key-file", key, "--port", str(ports[0]),
+                          "--work-dir", tmp_path, "--start-timeout", "60s")
+            assert bad.rc == 1
+        finally:
+            release_ports(ports)
+        st = run_plugin(env, "status", "--store", url)
+        assert st.rc == 3, st
+        assert "  last drill:   FAILED " in st.out and "the manifest says 10; last passed " in st.out, st
+        assert st.err.splitlines()[-1].startswith("error: restore drill FAILED "), st
+        assert "does not match its manifest" in st.err.splitlines()[-1]
+    finally:
+        for p in pods:
+            kube.delete("pods", p["metadata"]["name"], "kube-system")

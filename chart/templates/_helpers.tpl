@@ -134,6 +134,9 @@ file://{{ trimSuffix "/" .Values.store.pvc.mountPath }}
 ETCDBACKUP_STORE: {{ include "etcd-backup.storeURL" . | quote }}
 ETCDBACKUP_MAX_AGE: {{ .Values.monitor.maxAge | quote }}
 ETCDBACKUP_LISTEN: {{ printf "0.0.0.0:%d" (int .Values.exporter.port) | quote }}
+{{- if .Values.drill.enabled }}
+ETCDBACKUP_DRILL_MAX_AGE: {{ .Values.drill.maxAge | quote }}
+{{- end }}
 {{- if eq .Values.store.type "s3" }}
 {{- with .Values.store.s3.endpointUrl }}
 ETCDBACKUP_S3_ENDPOINT_URL: {{ . | quote }}

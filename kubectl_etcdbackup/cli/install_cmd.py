@@ -82,6 +82,12 @@ class ManifestFlags(OptionGroup):
                                             "stream` Deployment storing delta segments")] = None
     continuous_flush_interval: Annotated[str | None, _opt("--flush-interval", help="continuous backup: store a "
                                                           "segment at least this often [default: 5s]")] = None
+    drill_enabled: Annotated[bool | None, _opt("--drill/--no-drill", help="restore drills: a CronJob running "
+                                               "`agent drill` [default: on]")] = None
+    drill_schedule: Annotated[str | None, _opt("--drill-schedule", help="cron schedule of the restore drills "
+                                               "[default: 0 3 1 * *]")] = None
+    drill_max_age: Annotated[str | None, _opt("--drill-max-age", help="drills are stale (status, alerts) when "
+                                              "none passed within this [default: 62d]")] = None
     create_namespace: Annotated[bool | None, _opt("--create-namespace/--no-create-namespace")] = None
     operator_role: Annotated[bool | None, _opt("--operator-role/--no-operator-role",
                                                help="a Role with what `now`/`status` need")] = None

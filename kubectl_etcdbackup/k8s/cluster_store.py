@@ -20,7 +20,7 @@ from ..textutil import extract_json, last_line
 from .api import AlreadyExists, Forbidden, Kube, KubeError, NotFound, NotInstalled
 from .follow import follow_job
 from .jobs import command_job, create_unique, reader_job
-from .manifests import KEY_FILE
+from .manifests import KEY_FILE, drill_name_of
 from .store_catalog import Catalog, catalog_of, manifests_from_json
 from .store_config import ClusterStore, store_from_cronjob
 
@@ -45,6 +45,19 @@ def find_cronjob(kube: Kube, namespace: str, name: str | None = None) -> dict[st
         names = ", ".join(sorted(c["metadata"]["name"] for c in found))
         raise UsageError(f"several backup CronJobs in namespace {namespace} ({names}): pass --cronjob")
     cj = found[0]
+    cj.setdefault("apiVersion", "batch/v1")
+    cj.setdefault("kind", "CronJob")
+    return cj
+
+
+def find_drill_cronjob(kube: Kube, namespace: str, name: str | None = None) -> dict[str, Any]:
+    """The restore drill CronJob that goes with the backup CronJob (by its name, else the only one)."""
+    backup = find_cronjob(kube, namespace, name)["metadata"]["name"]
+    try:
+        cj = kube.get_cronjob(namespace, drill_name_of(backup))
+    except NotFound:
+        raise NotInstalled(f"no restore drill CronJob {drill_name_of(backup)} in namespace {namespace}: install "
+                           "with --drill (chart: drill.enabled=true)") from None
     cj.setdefault("apiVersion", "batch/v1")
     cj.setdefault("kind", "CronJob")
     return cj

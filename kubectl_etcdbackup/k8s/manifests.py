@@ -86,6 +86,7 @@ RETENTION_FLAGS = (("keep_last", "--keep-last"), ("keep_within", "--keep-within"
 PKI_FILES = {"etcd_ca_file": "etcd-ca", "etcd_cert_file": "etcd-cert", "etcd_key_file": "etcd-key"}
 CONCURRENCY_POLICIES = ("Forbid", "Replace", "Allow")
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+DRILL_STARTING_DEADLINE_SECONDS = 3600  # a monthly run missed by a controller restart still runs
 SSE_MODES = ("AES256", "aws:kms")
 
 
@@ -102,6 +103,12 @@ def _default_resources() -> dict[str, Any]:
 def _default_exporter_resources() -> dict[str, Any]:
     return {"requests": {"cpu": "10m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
             "limits": {"memory": "256Mi", "ephemeral-storage": "1Gi"}}
+
+
+def _default_drill_resources() -> dict[str, Any]:
+    """The drill container's: a whole etcd runs in it; the ephemeral-storage limit covers its /tmp emptyDir."""
+    return {"requests": {"cpu": "100m", "memory": "256Mi", "ephemeral-storage": "1Gi"},
+            "limits": {"memory": "2Gi", "ephemeral-storage": "6Gi"}}
 
 
 def _default_stream_resources() -> dict[str, Any]:
@@ -184,6 +191,17 @@ class ManifestOptions:
     # Continuous backup: an `agent stream` Deployment beside the CronJob (same secrets, mounts and placement)
     continuous: bool = False
     continuous_flush_interval: str = "5s"
+
+    # Restore drills: a CronJob `<name>-drill` running `agent drill` (the store, the key, the backup's placement;
+    # no etcd certificate: it starts its own etcd on 127.0.0.1), non-root. drill_max_age: status and the alerts
+    # call the drills stale past this (twice the monthly schedule).
+    drill_enabled: bool = True
+    drill_schedule: str = "0 3 1 * *"
+    drill_max_age: str = "62d"
+    drill_active_deadline_seconds: int = 3600
+    drill_resources: dict[str, Any] = field(default_factory=_default_drill_resources)
+    # a fetched db plus its restored data dir: about twice the db size (etcd's default quota is 2 GiB)
+    drill_work_dir_size_limit: str = "5Gi"
 
     # Pods
     resources: dict[str, Any] = field(default_factory=_default_resources)
@@ -370,7 +388,11 @@ def validate_options(opts: ManifestOptions) -> StoreSpec:
     _check(opts.verify in VERIFY_MODES, f"verify: use one of {', '.join(VERIFY_MODES)}")
     _check(1 <= opts.exporter_port <= 65535, "exporter_port: must be 1..65535")
     _check(not opts.run_as_non_root or opts.run_as_user != 0, "run_as_user: must not be 0 with run_as_non_root")
-    for fld in ("work_dir_size_limit", "exporter_work_dir_size_limit", "continuous_work_dir_size_limit"):
+    _check((why := schedule_error(opts.drill_schedule)) is None, f"drill_schedule: {why}")
+    duration_seconds(opts.drill_max_age)
+    _check(opts.drill_active_deadline_seconds >= 1, "drill_active_deadline_seconds: must be >= 1")
+    for fld in ("work_dir_size_limit", "exporter_work_dir_size_limit", "continuous_work_dir_size_limit",
+                "drill_work_dir_size_limit"):
         _check(bool(QUANTITY_RE.match(getattr(opts, fld))), f"{fld}: not a quantity like 3Gi")
     return store
 
@@ -415,6 +437,15 @@ def stream_name(opts: ManifestOptions) -> str:
     return f"{opts.name}-stream"
 
 
+def drill_name_of(base: str) -> str:
+    """The restore drill CronJob of the backup CronJob `base`."""
+    return f"{base}-drill"
+
+
+def drill_name(opts: ManifestOptions) -> str:
+    return drill_name_of(opts.name)
+
+
 def _pod_metadata(opts: ManifestOptions, component: str, kind: str,
                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
     """A pod template's labels (plus the kind's podLabels) and annotations (podAnnotations), if any."""
@@ -439,8 +470,9 @@ def _backup_pod_security(opts: ManifestOptions) -> dict[str, Any]:
     return sc
 
 
-def _exporter_pod_security() -> dict[str, Any]:
-    """Non-root; fsGroup makes the 0440 key file (owner root) readable through the group."""
+def _nonroot_pod_security() -> dict[str, Any]:
+    """The exporter's and the drill's: non-root; fsGroup makes the 0440 key file (owner root) readable through the
+    group."""
     return {"runAsNonRoot": True, "runAsUser": NONROOT_ID, "runAsGroup": NONROOT_ID, "fsGroup": NONROOT_ID,
             "seccompProfile": {"type": "RuntimeDefault"}}
 
@@ -583,11 +615,22 @@ def stream_args(opts: ManifestOptions, store: StoreSpec | None = None) -> list[s
             opts.continuous_flush_interval, *_s3_args(opts, store)]
 
 
+def drill_args(opts: ManifestOptions, store: StoreSpec | None = None) -> list[str]:
+    """Arguments after `kubectl-etcdbackup agent drill` (cli/drill_cmd.py)."""
+    store = store or parse_store(opts.store)
+    args = ["--store", store.url, "--encryption-key-file", KEY_FILE, "--work-dir", WORK_DIR, *_s3_args(opts, store)]
+    if opts.pushgateway_url:
+        args += ["--pushgateway", opts.pushgateway_url]
+    return args
+
+
 def monitor_config_data(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, str]:
     """The exporter's settings, as the ETCDBACKUP_* variables it reads (envFrom)."""
     store = store or parse_store(opts.store)
     data = {"ETCDBACKUP_STORE": store.url, "ETCDBACKUP_MAX_AGE": opts.max_age,
             "ETCDBACKUP_LISTEN": f"0.0.0.0:{opts.exporter_port}"}
+    if opts.drill_enabled:  # read by `status` (the exporter has no such option)
+        data["ETCDBACKUP_DRILL_MAX_AGE"] = opts.drill_max_age
     if store.type == "s3":
         if opts.s3_endpoint_url:
             data["ETCDBACKUP_S3_ENDPOINT_URL"] = opts.s3_endpoint_url
@@ -706,6 +749,60 @@ def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str,
     return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(opts, opts.name, "backup"), "spec": spec}
 
 
+def drill_cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
+    """Restore drills (`agent drill`): the store and the key as the backup has them, the backup's placement, extra
+    env and volumes; no etcd certificate, no hostNetwork (its etcd is its own, on the pod's 127.0.0.1); non-root,
+    the key readable through the fsGroup."""
+    opts = resolve(opts)
+    store = store or parse_store(opts.store)
+    mounts: list[dict[str, Any]] = [dict(_KEY_MOUNT), {"name": "tmp", "mountPath": WORK_DIR}]
+    volumes: list[dict[str, Any]] = [_key_volume(opts, KEY_MODE_FS_GROUP), _tmp_volume(opts.drill_work_dir_size_limit)]
+    if store.type == "file":  # read-write: the drill records its outcome in the store
+        mounts.append({"name": "backups", "mountPath": store.path})
+        volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts)}})
+    container: dict[str, Any] = {
+        "name": "drill",
+        "image": opts.image,
+        "imagePullPolicy": opts.image_pull_policy,
+        "command": ["kubectl-etcdbackup", "agent", "drill"],
+        "args": drill_args(opts, store),
+        "resources": copy.deepcopy(opts.drill_resources),
+    }
+    env = [*_aws_env(opts, store), *copy.deepcopy(opts.backup_extra_env)]
+    if env:
+        container["env"] = env
+    container |= {"securityContext": _container_security(),
+                  "volumeMounts": mounts + copy.deepcopy(opts.backup_extra_volume_mounts)}
+    pod_spec = {
+        "serviceAccountName": opts.name,
+        "automountServiceAccountToken": False,
+        "restartPolicy": "Never",
+        **_scheduling(opts, "backup"),
+        "securityContext": _nonroot_pod_security() | {"fsGroupChangePolicy": "OnRootMismatch"},
+        "containers": [container],
+        "volumes": volumes + copy.deepcopy(opts.backup_extra_volumes),
+    }
+    spec: dict[str, Any] = {"schedule": opts.drill_schedule}
+    if opts.time_zone:
+        spec["timeZone"] = opts.time_zone
+    spec |= {
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": DRILL_STARTING_DEADLINE_SECONDS,
+        "successfulJobsHistoryLimit": opts.successful_jobs_history_limit,
+        "failedJobsHistoryLimit": opts.failed_jobs_history_limit,
+        "jobTemplate": {
+            "metadata": {"labels": labels(opts, "drill")},
+            "spec": {
+                "backoffLimit": 0,  # a failed drill is the finding; its record says why
+                "activeDeadlineSeconds": opts.drill_active_deadline_seconds,
+                "template": {"metadata": _pod_metadata(opts, "drill", "backup"), "spec": pod_spec},
+            },
+        },
+    }
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(opts, drill_name(opts), "drill"),
+            "spec": spec}
+
+
 def stream_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
     """Continuous backup: `agent stream` with the backup's certificate, key, store and placement. One replica,
     Recreate: a second stream would only wait for the store's writer lock."""
@@ -779,7 +876,7 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
                     "serviceAccountName": opts.name,
                     "automountServiceAccountToken": False,
                     **_scheduling(opts, "exporter"),  # in file mode next to the backups (a local/RWO volume)
-                    "securityContext": _exporter_pod_security(),
+                    "securityContext": _nonroot_pod_security(),
                     "containers": [container],
                     "volumes": volumes + copy.deepcopy(opts.exporter_extra_volumes),
                 },
@@ -837,6 +934,8 @@ def render_manifests(opts: ManifestOptions | None = None) -> list[dict[str, Any]
     if store.type == "file" and opts.pvc_create:
         objs.append(persistent_volume_claim(opts))
     objs.append(cron_job(opts, store))
+    if opts.drill_enabled:
+        objs.append(drill_cron_job(opts, store))
     if opts.continuous:
         objs.append(stream_deployment(opts, store))
     if opts.exporter_enabled:
@@ -940,6 +1039,9 @@ def _values(opts: ManifestOptions) -> dict[str, Any]:
                      "resources": opts.exporter_resources, "workDirSizeLimit": opts.exporter_work_dir_size_limit,
                      "s3": {"existingSecret": opts.exporter_s3_existing_secret or ""},
                      **_pod_values(opts, "exporter")},
+        "drill": {"enabled": opts.drill_enabled, "schedule": opts.drill_schedule, "maxAge": opts.drill_max_age,
+                  "activeDeadlineSeconds": opts.drill_active_deadline_seconds, "resources": opts.drill_resources,
+                  "workDirSizeLimit": opts.drill_work_dir_size_limit},
         "continuous": {"enabled": opts.continuous, "flushInterval": opts.continuous_flush_interval,
                        "resources": opts.continuous_resources,
                        "workDirSizeLimit": opts.continuous_work_dir_size_limit,

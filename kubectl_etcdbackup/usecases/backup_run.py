@@ -247,6 +247,8 @@ def _record(opts: BackupRunOptions, report: BackupRunReport) -> None:
     for store, outcome in zip(opts.stores, report.stores, strict=True):
         try:
             status = load_status(store)
+            if report.preflight is not None and report.preflight.certs:
+                status.cert_expiry = {c.name: c.not_after.timestamp() for c in report.preflight.certs}
             if outcome.manifest is not None:
                 status.record_success(outcome.manifest.created_at, outcome.manifest.id)
             else:

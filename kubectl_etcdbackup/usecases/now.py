@@ -1,5 +1,6 @@
-"""`now`: run a backup now, as a Job made from the installed CronJob (`kubectl create job --from=cronjob/...`),
-follow it to its end and read the agent's result line from its pod's log."""
+"""`now` and `drill`: run a backup (or a restore drill) now, as a Job made from the installed CronJob (`kubectl create
+job --from=cronjob/...`; the drill's is `<backup cronjob>-drill`), follow it to its end and read the agent's result
+line from its pod's log."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from .source import KubeTarget
 LOG_TAIL_LINES = 20
 
 
-class BackupJobFailed(EtcdBackupError):
-    """The manual backup Job failed. `log_tail`: the last lines of its pod's log when they were not streamed."""
+class JobFailed(EtcdBackupError):
+    """The manual backup or drill Job failed. `log_tail`: the last lines of its pod's log when they were not
+    streamed."""
 
     def __init__(self, message: str, pod: str | None = None, log_tail: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -31,6 +33,7 @@ class NowOptions:
     kube: KubeTarget  # the cluster, the namespace and (None: the only one installed there) the CronJob
     wait: bool = True  # follow the Job to its end
     timeout: float = 600.0  # seconds to wait (the Job keeps running after)
+    drill: bool = False  # run the restore drill CronJob instead of the backup
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,15 @@ class NowReport:
 def run_now(opts: NowOptions, on_created: Callable[[NowStarted], None] = lambda _s: None,
             log_sink: Callable[[bytes], None] | None = None) -> NowReport:
     """Create the Job (`on_created` is told which cluster and Job), then, with `wait`, follow it; its pods' log
-    goes to `log_sink` as it comes. Raises BackupJobFailed, or JobTimeout when it does not finish in time."""
+    goes to `log_sink` as it comes. Raises JobFailed, or JobTimeout when it does not finish in time."""
     from ..k8s.api import AlreadyExists
-    from ..k8s.cluster_store import find_cronjob
+    from ..k8s.cluster_store import find_cronjob, find_drill_cronjob
     from ..k8s.follow import follow_job
 
-    ns = opts.kube.namespace
+    ns, what = opts.kube.namespace, "drill" if opts.drill else "backup"
+    find = find_drill_cronjob if opts.drill else find_cronjob
     with connected(opts.kube.kubeconfig, opts.kube.context) as kube:
-        cj, now = find_cronjob(kube, ns, opts.kube.cronjob), datetime.now(UTC)
+        cj, now = find(kube, ns, opts.kube.cronjob), datetime.now(UTC)
         job = create_unique(lambda j: kube.create_job(ns, j), lambda u: manual_job(cj, now, u), AlreadyExists)
         report = NowReport(target_of(kube), ns, job["metadata"]["name"])
         on_created(NowStarted(report.target, ns, report.job))
@@ -69,11 +73,11 @@ def run_now(opts: NowOptions, on_created: Callable[[NowStarted], None] = lambda 
         log = kube.pod_log(ns, pod) if pod else ""
     if not end.succeeded:
         tail = log.rstrip("\n").splitlines()[-LOG_TAIL_LINES:] if log_sink is None else []
-        raise BackupJobFailed(f"backup job {ns}/{report.job} failed ({end.detail or 'no reason given'})"
+        raise JobFailed(f"{what} job {ns}/{report.job} failed ({end.detail or 'no reason given'})"
                               + (f": {_error_line(log)}" if log.strip() else ""), pod, tail)
     report.result = backup_result(log)
     if report.result is None:
-        raise BackupJobFailed(f"backup job {ns}/{report.job} succeeded but pod {pod} printed no result line")
+        raise JobFailed(f"{what} job {ns}/{report.job} succeeded but pod {pod} printed no result line")
     report.result["job"] = report.job
     return report
 
