@@ -54,8 +54,8 @@ class BackupOptions:
     dial_timeout: float = 5.0
     command_timeout: float = 600.0  # the whole snapshot stream; under the chart's Job deadline (900 s)
     idle_timeout: float = 30.0  # a snapshot stream with no bytes for this long has stalled: next member
-    verify: str = DEFAULT_VERIFY  # hash: etcd's stream hash only; status: + read back and `snapshot status`;
-    #                         restore: + a test restore into a scratch dir
+    verify: str = DEFAULT_VERIFY  # hash: etcd's stream hash only; status: + the bbolt pages walked while
+    #                         streaming; restore: + read back, `snapshot status` and a test restore in work_dir
     work_dir: str | None = None
     id_prefix: str = "etcd"
     progress: bool | None = None
@@ -185,8 +185,8 @@ def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOpt
             sealed = stream.finish()
             fan.commit()
         finally:
-            for i, e in fan.failed.items():
-                writers[i][0].error = e
+            for i, failure in fan.failed.items():
+                writers[i][0].error = failure
     except BaseException:
         fan.abort()
         raise

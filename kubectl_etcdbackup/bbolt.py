@@ -314,12 +314,15 @@ class BboltScanner:
             return
         found: list[_Bucket] = []
         self._buckets[slot] = found
+
+        def entry(ksize: int) -> Callable[[bytes], None]:
+            return lambda kv: found.append(self._bucket(kv[:ksize], kv[ksize:]))
+
         for i in range(n):
             flags, pos, ksize, vsize = _LEAF_ELEM.unpack_from(elems, i * _ELEM_SIZE)
             if flags & BUCKET_LEAF:
                 at = base + i * _ELEM_SIZE + pos
-                self._need(slot, at, at + ksize + vsize,
-                           lambda kv, ksize=ksize: found.append(self._bucket(kv[:ksize], kv[ksize:])))
+                self._need(slot, at, at + ksize + vsize, entry(ksize))
 
     def _bucket(self, name: bytes, value: bytes) -> _Bucket:
         if len(value) < _BUCKET.size:

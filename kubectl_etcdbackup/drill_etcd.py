@@ -14,7 +14,7 @@ from .errors import EtcdBackupError, EtcdUnavailable, ToolError
 from .etcd._proto import rpc_pb2, rpc_pb2_grpc
 from .etcd.client import EndpointStatus, EtcdClient
 from .etcd.rpc import RpcError, describe
-from .etcd.tools import find_binary
+from .etcd.tools import find_binary, stop_process
 from .textutil import last_line
 
 QUOTA_BYTES = 8 << 30  # etcd's largest recommended quota: a restored db of any real cluster fits under it
@@ -45,12 +45,7 @@ def scratch_etcd(data_dir: Path, name: str, client_port: int, peer_port: int, lo
         finally:
             client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc, 15.0)
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], client: EtcdClient, log: Path, timeout: float) -> EndpointStatus:

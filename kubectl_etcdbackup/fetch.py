@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 
@@ -94,7 +94,7 @@ def _decoded(chunks: Iterator[bytes], keyring: Keyring | None, manifest: Snapsho
     if manifest.codec == "zstd":
         try:
             raw_iter: Iterator[bytes] = zstandard.ZstdDecompressor().read_to_iter(
-                _PayloadReader(source), read_size=_OUT_CHUNK, write_size=_OUT_CHUNK)
+                cast(BinaryIO, _PayloadReader(source)), read_size=_OUT_CHUNK, write_size=_OUT_CHUNK)
             for raw in raw_iter:
                 yield bounded(raw)
         except zstandard.ZstdError as e:

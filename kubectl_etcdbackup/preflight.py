@@ -169,12 +169,12 @@ def server_certificate(endpoint: str, tls: TLSFiles | None, timeout: float) -> C
             ctx.load_cert_chain(tls.cert, tls.key)
         with socket.create_connection((host, port), timeout=timeout) as sock, \
                 ctx.wrap_socket(sock, server_hostname=host) as conn:
-            der = conn.getpeercert(binary_form=True)
+            presented = conn.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as e:
         raise EtcdBackupError(f"cannot read the server certificate of {endpoint}: {e}") from None
-    if not der:
+    if not presented:
         raise EtcdBackupError(f"cannot read the server certificate of {endpoint}: none presented")
-    return _expiry(f"server {host}:{port}", x509.load_der_x509_certificate(der))
+    return _expiry(f"server {host}:{port}", x509.load_der_x509_certificate(presented))
 
 
 def _server_cert_in_the_clear(host: str, port: int, timeout: float) -> bytes:

@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import EtcdBackupError, EtcdUnavailable, ToolError
 from .etcd._proto import rpc_pb2, rpc_pb2_grpc
 from .etcd.client import EtcdClient
-from .etcd.tools import find_binary
+from .etcd.tools import find_binary, stop_process
 from .keys import generate_key
 from .manifest import SnapshotManifest
 
@@ -66,12 +66,7 @@ def local_etcd(workdir: Path) -> Iterator[str]:
             time.sleep(0.2)
         yield client_url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
 
 

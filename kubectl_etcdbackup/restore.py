@@ -30,6 +30,7 @@ from .leftovers import find_stale_staging, remove_local
 from .manifest import SnapshotManifest
 from .restore_plan import RestorePlan
 from .stores import Store
+from .stores.file_store import fsync_dir
 from .verify import check_revision
 
 _AT_FDCWD = -100
@@ -163,17 +164,11 @@ def _restore_into_staging(plan: RestorePlan, store: Store, manifest: SnapshotMan
         raise IntegrityError(f"snapshot {manifest.id}: {e}") from None
     check_revision(manifest, db.revision)
     m = plan.member
+    # The fetch pass checked etcd's sha256 of the db as it wrote it: etcdutl need not read it all again for that.
     tool.restore(RestoreArgs(str(snap), plan.restored_dir, m.name, m.initial_cluster, plan.token,
-                             m.initial_advertise_peer_urls, m.bump_revision, m.mark_compacted, m.wal_dir))
+                             m.initial_advertise_peer_urls, m.bump_revision, m.mark_compacted, m.wal_dir,
+                             skip_hash_check=True))
     snap.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> None:
@@ -191,11 +186,11 @@ def _swap_in(restored: Path, final: Path, aside: Path | None) -> None:
             os.rename(restored, final)
         except OSError as e:
             raise EtcdBackupError(f"cannot move {restored} to {final}: {e.strerror}") from None
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return
     try:
         os.rename(restored, aside)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except OSError as e:
         raise EtcdBackupError(f"cannot move {restored} to {aside}: {e.strerror}; old data left in place") from None
     try:
@@ -203,4 +198,4 @@ def _swap_in(restored: Path, final: Path, aside: Path | None) -> None:
     except OSError as e:
         raise EtcdBackupError(f"cannot swap {aside} (the restored data) with {final}: {e.strerror}; old data "
                               "left in place") from None
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)

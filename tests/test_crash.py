@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 KILLS = 20
 PREFIX = "/crash/"
-KEYS = 4000  # ~8 MB raw, about half of it random: more than one 5 MB part once stored
+KEYS = 8000  # ~16 MB raw, about half of it random: two 5 MiB parts or more once stored
 EXE = Path(sys.executable).parent / "kubectl-etcdbackup"
 # The real CLI with S3's minimum part size, so that a few MB make a multipart upload (default: 8 MB parts).
 SMALL_PARTS = ("import sys; from kubectl_etcdbackup.stores import s3_store; s3_store.PART_SIZE = 5 << 20; "

@@ -105,7 +105,8 @@ def test_now_list_status_and_plan_with_a_pvc_store(env: dict[str, str], kube: Fa
     assert [m["member"] for m in doc["members"]] == cluster.names
     assert all(m["healthy"] for m in doc["members"]) and sum(m["leader"] for m in doc["members"]) == 1
     assert doc["backups"]["last_backup_id"] == sid and doc["backups"]["ok"]
-    assert doc["backups"]["last_failure_time"] is None and doc["warnings"] == []
+    assert doc["backups"]["last_failure_time"] is None
+    assert doc["warnings"] == ["no restore drill recorded yet: run kubectl etcdbackup drill"]  # a new install
     etcd_calls = [c for c in kube.exec_calls if c.namespace == "kube-system"]
     assert {c.pod for c in etcd_calls} == {"etcd-cp0", "etcd-cp1", "etcd-cp2"}
     assert all(c.command[0] == "etcdctl" and c.command[-2:] == ["-w", "json"] for c in etcd_calls)

@@ -96,7 +96,11 @@ def test_not_installed_and_no_etcd_pods(env: dict[str, str]) -> None:
         "error: no backup CronJob mine in namespace other: run kubectl etcdbackup install -n other"
     err = one_line_error(run_plugin(env, "status", "--etcd-namespace", "other"))
     assert err.startswith("error: no etcd pods with label component=etcd in namespace other")
-    err = one_line_error(run_plugin(env, "restore", "latest", "--plan", "--etcd-selector", "app=etcd"))
+    # restore --plan first tells the distribution: with no etcd pods and no k3s/RKE2 node, that is the question
+    err = one_line_error(run_plugin(env, "restore", "latest", "--plan", "--etcd-selector", "app=etcd"), rc=2)
+    assert "no etcd pods (see --etcd-namespace/--etcd-selector)" in err and "pass --distribution" in err
+    err = one_line_error(run_plugin(env, "restore", "latest", "--plan", "--etcd-selector", "app=etcd",
+                                    "--distribution", "kubeadm"))
     assert err.startswith("error: no etcd pods with label app=etcd in namespace kube-system")
 
 

@@ -100,7 +100,9 @@ def test_offline_install_and_backup_through_kubectl(archive: Path, tmp_path: Pat
     (home / ".config" / "pip").mkdir(parents=True)
     (home / ".config" / "pip" / "pip.conf").write_text(f"[global]\nindex-url = {trap_url}/simple\n")
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "PIP_INDEX_URL": f"{trap_url}/simple",
-           "PIP_NO_INDEX": "1", "http_proxy": trap_url, "https_proxy": trap_url, "HTTPS_PROXY": trap_url}
+           "PIP_NO_INDEX": "1", "http_proxy": trap_url, "https_proxy": trap_url, "HTTPS_PROXY": trap_url,
+           # as on a workstation behind a proxy: the local etcd (gRPC honours https_proxy too) is reached directly
+           "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
 
     def kubectl(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         start = time.monotonic()

@@ -13,7 +13,7 @@ from cli_helpers import backup_args, run_cli, write_key
 
 from kubectl_etcdbackup.catalog import resolve
 from kubectl_etcdbackup.errors import RestoreRefused
-from kubectl_etcdbackup.etcd.tools import EtcdTool, RestoreArgs, SnapshotStatus
+from kubectl_etcdbackup.etcd.tools import EtcdTool, RestoreArgs
 from kubectl_etcdbackup.keys import load_keyring
 from kubectl_etcdbackup.restore import RestoreReport, data_dir_exists, execute_restore
 from kubectl_etcdbackup.restore_plan import MemberSpec, plan_restore
@@ -172,15 +172,16 @@ def test_fetched_db_is_private_inside_the_staging_dir(snap, file_store_url, tmp_
     seen: dict[str, object] = {}
 
     class Inspects(EtcdTool):
-        def snapshot_status(self, path: str) -> SnapshotStatus:
-            p = Path(path)
-            seen.update(parent=p.parent.name, parent_of_staging=p.parent.parent,
+        def restore(self, a: RestoreArgs) -> None:
+            p = Path(a.snapshot)
+            seen.update(parent=p.parent.name, parent_of_staging=p.parent.parent, skip_hash_check=a.skip_hash_check,
                         mode=p.stat().st_mode & 0o777, dir_mode=p.parent.stat().st_mode & 0o777)
-            return super().snapshot_status(path)
+            super().restore(a)
 
     restore_in_process(file_store_url, sid, key, data_dir, Inspects())
     assert str(seen["parent"]).startswith("m0.etcd.restoring-") and seen["parent_of_staging"] == tmp_path
     assert (seen["mode"], seen["dir_mode"]) == (0o600, 0o700)
+    assert seen["skip_hash_check"] is True  # the fetch pass checked etcd's sha256 already
     assert listing(tmp_path) == ["key", "m0.etcd", "store"]  # staging dir and fetched db gone
 
 

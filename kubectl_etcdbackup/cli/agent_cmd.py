@@ -47,12 +47,13 @@ def backup_cmd(
     store: AgentStoreOptions, etcd: EtcdOptions, key: KeyOptions, retention: RetentionOptions,
     no_encryption: Annotated[bool, typer.Option("--no-encryption", envvar="ETCDBACKUP_NO_ENCRYPTION",
                                                 help="store unencrypted (must be explicit)")] = False,
-    verify: Annotated[VerifyMode, typer.Option(envvar="ETCDBACKUP_VERIFY", help="hash: etcd's stream hash; status: "
-                                               "+ read back and `snapshot status`; restore: + a test restore")]
-    = "status",
+    verify: Annotated[VerifyMode, typer.Option(
+        envvar="ETCDBACKUP_VERIFY", help="hash: etcd's stream hash; status: + the db's bbolt pages walked as they "
+        "stream by (revision, key count); restore: + read back, a test restore and `snapshot status`")]
+    = VerifyMode.status,
     compression_level: Annotated[int, typer.Option(envvar="ETCDBACKUP_COMPRESSION_LEVEL", min=1, max=19)] = 1,
-    work_dir: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_WORK_DIR", help="scratch space for verify")]
-    = None,
+    work_dir: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_WORK_DIR",
+                                                 help="scratch space for --verify restore")] = None,
     metrics_textfile: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_METRICS_TEXTFILE")] = None,
     pushgateway: Annotated[str | None, typer.Option(envvar="ETCDBACKUP_PUSHGATEWAY")] = None,
     progress: ProgressOpt = None,

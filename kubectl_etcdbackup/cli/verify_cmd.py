@@ -37,7 +37,7 @@ def verify_cmd(snapshot: SnapshotArg, store: StoreOptions, key: KeyOptions, kube
                                                    "snapshot's id, or latest): check every segment of it "
                                                    "(authenticated, contiguous, hashes) without replaying")] = False,
                ) -> None:
-    """Re-read a snapshot: authenticate, check every hash, decrypt, decompress, run `snapshot status`.
+    """Re-read a snapshot: authenticate, check every hash, decrypt, decompress, walk the db's bbolt pages.
     Default store: the cluster's (a volume in the cluster is verified next to it, with the cluster's key)."""
     from ..usecases.verify import VerifyOptions, raise_for_chain, run_verify, run_verify_chain
 

@@ -27,7 +27,7 @@ from ..etcd._proto import rpc_pb2
 from ..etcd._proto.kv_pb2 import Event
 from ..etcd.client import EtcdClient
 from ..etcd.rpc import Stubs, describe
-from ..etcd.tools import EtcdTool, RestoreArgs, find_binary
+from ..etcd.tools import EtcdTool, RestoreArgs, find_binary, stop_process
 from ..snapshot_hash import SnapshotHashCheck
 from .segment import RevisionRecord
 
@@ -120,13 +120,8 @@ class ThrowawayEtcd:
         if self.client is not None:
             self.client.close()
             self.client = None
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(10)
+        if self._proc is not None:
+            stop_process(self._proc)
 
     @property
     def stubs(self) -> Stubs:

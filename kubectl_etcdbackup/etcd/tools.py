@@ -67,6 +67,7 @@ class RestoreArgs:
     bump_revision: int = 0
     mark_compacted: bool = False
     wal_dir: str | None = None
+    skip_hash_check: bool = False  # the caller checked etcd's appended sha256 of this very file already
 
 
 class EtcdTool:
@@ -124,6 +125,8 @@ class EtcdTool:
             cmd += ["--bump-revision", str(a.bump_revision)]
         if a.mark_compacted:
             cmd += ["--mark-compacted"]
+        if a.skip_hash_check:
+            cmd += ["--skip-hash-check"]
         return cmd
 
     def check_restore_flags(self, bump_revision: int, mark_compacted: bool) -> None:
@@ -137,3 +140,15 @@ class EtcdTool:
         self.check_restore_flags(a.bump_revision, a.mark_compacted)
         self._run(*self.restore_command(a)[1:])
 
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a child we started (a throwaway etcd): SIGTERM, then SIGKILL after `timeout` s; always reaped."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)

@@ -263,7 +263,7 @@ def detect_distribution(nodes: Sequence[ServerNode], members: Sequence[EtcdMembe
         if static:
             return KUBEADM, f"etcd static pods ({', '.join(m.pod for m in static)})"
         return None, "the etcd pods are not static pods (an operator-managed etcd?)"
-    return None, "no etcd pods and no node names k3s or RKE2"
+    return None, "no etcd pods (see --etcd-namespace/--etcd-selector) and no node names k3s or RKE2"
 
 
 def etcd_servers(nodes: Sequence[ServerNode], members: Sequence[EtcdMember]) -> list[ServerNode]:

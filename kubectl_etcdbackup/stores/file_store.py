@@ -22,7 +22,8 @@ def _os_error(action: str, path: Path, e: OSError) -> StoreError:
     return StoreError(f"{action} {path}: {e.strerror or e}")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -53,7 +54,7 @@ class FileObjectWriter(ObjectWriter):
             os.fsync(self._f.fileno())
             self._f.close()
             os.replace(self._tmp, self._final)
-            _fsync_dir(self._final.parent)
+            fsync_dir(self._final.parent)
         except OSError as e:
             self.abort()
             raise _os_error("cannot store", self._final, e) from None
