@@ -178,7 +178,8 @@ def test_distribution_detection() -> None:
     assert detect_distribution([node_from_api(node("a", "v1.33.1+rke2r1"))], [])[0] == RKE2
     mixed = [node_from_api(node("a", "v1.33.1+k3s1")), node_from_api(node("b", "v1.33.1+rke2r1"))]
     assert detect_distribution(mixed, [])[0] is None
-    assert detect_distribution(plain, []) == (None, "no etcd pods and no node names k3s or RKE2")
+    assert detect_distribution(plain, []) == (None, "no etcd pods (see --etcd-namespace/--etcd-selector) and no "
+                                                    "node names k3s or RKE2")
     operator_pods = kubeadm_pods()
     for p in operator_pods:
         p["metadata"].pop("ownerReferences")
