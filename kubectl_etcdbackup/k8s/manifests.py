@@ -716,17 +716,20 @@ def _agent_pod(opts: ManifestOptions, store: StoreSpec, container: dict[str, Any
     }
 
 
+def _agent_container(opts: ManifestOptions, command: str, args: list[str],
+                     resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A container running `kubectl-etcdbackup agent <command> <args>` in the agent image."""
+    container: dict[str, Any] = {"name": command, "image": opts.image, "imagePullPolicy": opts.image_pull_policy,
+                                 "command": ["kubectl-etcdbackup", "agent", command], "args": args}
+    if resources is not None:
+        container["resources"] = copy.deepcopy(resources)
+    return container
+
+
 def cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dict[str, Any]:
     opts = resolve(opts)
     store = store or parse_store(opts.store)
-    container: dict[str, Any] = {
-        "name": "backup",
-        "image": opts.image,
-        "imagePullPolicy": opts.image_pull_policy,
-        "command": ["kubectl-etcdbackup", "agent", "backup"],
-        "args": backup_args(opts, store),
-        "resources": copy.deepcopy(opts.resources),
-    }
+    container = _agent_container(opts, "backup", backup_args(opts, store), resources=opts.resources)
     pod_spec = _agent_pod(opts, store, container, opts.work_dir_size_limit, restart_never=True)
     spec: dict[str, Any] = {"schedule": opts.schedule}
     if opts.time_zone:
@@ -760,14 +763,7 @@ def drill_cron_job(opts: ManifestOptions, store: StoreSpec | None = None) -> dic
     if store.type == "file":  # read-write: the drill records its outcome in the store
         mounts.append({"name": "backups", "mountPath": store.path})
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts)}})
-    container: dict[str, Any] = {
-        "name": "drill",
-        "image": opts.image,
-        "imagePullPolicy": opts.image_pull_policy,
-        "command": ["kubectl-etcdbackup", "agent", "drill"],
-        "args": drill_args(opts, store),
-        "resources": copy.deepcopy(opts.drill_resources),
-    }
+    container = _agent_container(opts, "drill", drill_args(opts, store), resources=opts.drill_resources)
     env = [*_aws_env(opts, store), *copy.deepcopy(opts.backup_extra_env)]
     if env:
         container["env"] = env
@@ -808,14 +804,7 @@ def stream_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -> 
     Recreate: a second stream would only wait for the store's writer lock."""
     opts = resolve(opts)
     store = store or parse_store(opts.store)
-    container: dict[str, Any] = {
-        "name": "stream",
-        "image": opts.image,
-        "imagePullPolicy": opts.image_pull_policy,
-        "command": ["kubectl-etcdbackup", "agent", "stream"],
-        "args": stream_args(opts, store),
-        "resources": copy.deepcopy(opts.continuous_resources),
-    }
+    container = _agent_container(opts, "stream", stream_args(opts, store), resources=opts.continuous_resources)
     pod_spec = _agent_pod(opts, store, container, opts.continuous_work_dir_size_limit, restart_never=False)
     return {
         "apiVersion": "apps/v1",
@@ -840,15 +829,9 @@ def exporter_deployment(opts: ManifestOptions, store: StoreSpec | None = None) -
         mounts.append({"name": "backups", "mountPath": store.path, "readOnly": True})
         volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": pvc_name(opts), "readOnly": True}})
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}}
-    container: dict[str, Any] = {
-        "name": "exporter",
-        "image": opts.image,
-        "imagePullPolicy": opts.image_pull_policy,
-        "command": ["kubectl-etcdbackup", "agent", "exporter"],
-        # The key authenticates the manifests: a bucket writer cannot fake freshness.
-        "args": ["--encryption-key-file", KEY_FILE],
-        "envFrom": [{"configMapRef": {"name": monitor_config_name(opts)}}],
-    }
+    # The key authenticates the manifests: a bucket writer cannot fake freshness.
+    container = _agent_container(opts, "exporter", ["--encryption-key-file", KEY_FILE])
+    container["envFrom"] = [{"configMapRef": {"name": monitor_config_name(opts)}}]
     env = [*_aws_env(opts, store, opts.exporter_s3_existing_secret), *copy.deepcopy(opts.exporter_extra_env)]
     if env:
         container["env"] = env
