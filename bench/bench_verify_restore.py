@@ -75,13 +75,8 @@ class MotoServer:
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is not None and p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # the group we created
-                p.wait(10)
+        if p is not None:
+            rb.stop_group(p)
 
 
 def s3_env(work: Path, endpoint: str) -> dict[str, str]:

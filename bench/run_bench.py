@@ -213,6 +213,18 @@ def find_tools() -> Tools:
     return Tools(bindir / "etcd", bindir / "etcdctl", bindir / "etcdutl", ours, Path(sys.executable), gpg, gz)
 
 
+
+def stop_group(p: subprocess.Popen[Any]) -> None:
+    """Stop a server started in its own process group (start_new_session): SIGTERM, then SIGKILL to the group."""
+    if p.poll() is not None:
+        return
+    p.terminate()
+    try:
+        p.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+
 class EtcdServer:
     """A single-member etcd on 127.0.0.1 in its own process group; stop() is idempotent."""
 
@@ -275,13 +287,8 @@ class EtcdServer:
 
     def stop(self) -> None:
         p, self.proc = self.proc, None
-        if p is not None and p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # etcd's own group (start_new_session)
-                p.wait(10)
+        if p is not None:
+            stop_group(p)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -429,8 +436,8 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
     from kubectl_etcdbackup.backup import _batched, _read_ahead
     from kubectl_etcdbackup.catalog import resolve
     from kubectl_etcdbackup.etcd.client import EtcdClient
-    from kubectl_etcdbackup.format import CODEC_ZSTD, FrameSealer
-    from kubectl_etcdbackup.keys import load_key
+    from kubectl_etcdbackup.format import CODEC_ZSTD, Binding, FrameSealer
+    from kubectl_etcdbackup.keys import load_keyring
     from kubectl_etcdbackup.manifest import object_name
     from kubectl_etcdbackup.snapshot_hash import SnapshotHashCheck
     from kubectl_etcdbackup.stores import open_store
@@ -448,7 +455,7 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
         stage("etcd Status + key count RPCs (before streaming)", lambda: (client.status(), client.key_count()))
 
         def drain(wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
-            for _ in wrap(client.snapshot(1800)):
+            for _ in wrap(client.snapshot(1800, 60)):  # command and idle timeouts
                 pass
 
         stage("gRPC receive only (main thread)", lambda: drain(lambda it: it))
@@ -483,31 +490,35 @@ def stage_probe(raw: Path, endpoint: str, store: str, snap_id: str, key_file: st
         stage(name, compress)
         ratio[name] = sum(map(len, compressed[level])) / sum(map(len, blocks))
     key = os.urandom(32)
+    binding = Binding("etcd-bench", "2026-01-01T00:00:00.000Z", "0")
+    raw_sha = hashlib.sha256(b"".join(blocks)).hexdigest()  # only bound into the final frame here
+    raw_size = sum(map(len, blocks))
 
     def seal() -> None:
-        s = FrameSealer(key, CODEC_ZSTD)
+        s = FrameSealer(key, binding, CODEC_ZSTD)
         for x in compressed[3]:
             s.add(x)
-        s.finish()
+        s.finish(raw_size, raw_sha)
 
     stage("AES-256-GCM frames (on zstd-3 output)", seal)
 
     def cpu_pipeline(level: int) -> None:  # the backup's CPU work on one thread, without gRPC and the store
-        c, s, h, check = (zstandard.ZstdCompressor(level=level).compressobj(), FrameSealer(key, CODEC_ZSTD),
-                          hashlib.sha256(), SnapshotHashCheck())
+        c, s, h, check = (zstandard.ZstdCompressor(level=level).compressobj(),
+                          FrameSealer(key, binding, CODEC_ZSTD), hashlib.sha256(), SnapshotHashCheck())
         for x in blocks:
             check.update(x)
             h.update(s.add(c.compress(x)))
         h.update(s.add(c.flush()))
-        h.update(s.finish())
+        h.update(s.finish(check.size, check.raw_sha256))
 
     stage("CPU pipeline, zstd 3 (hash+zstd+seal+sha)", lambda: cpu_pipeline(3))
     stage("CPU pipeline, zstd 1", lambda: cpu_pipeline(1))
     st = open_store(f"file://{store}")
-    manifest, key_bytes = resolve(st, snap_id), load_key(key_file, None)
+    keyring = load_keyring(key_file, None)
+    manifest = resolve(st, snap_id, keyring)
 
     def decode() -> None:
-        for _ in fetch_mod.decode_object(st.read_chunks(object_name(manifest.id)), key_bytes, manifest):
+        for _ in fetch_mod.decode_object(st.read_chunks(object_name(manifest.id)), keyring, manifest):
             pass
 
     stage("fetch decode (read+decrypt+unzstd+checks)", decode)
@@ -728,6 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gnupg.mkdir(mode=0o700)
         key_file, pass_file = work / "backup.key", work / "gpg.pass"
         key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+        key_file.chmod(0o600)  # the agent refuses a key file others can read
         pass_file.write_text("bench-passphrase-" + os.urandom(8).hex() + "\n")
         res = bench(Ctx(tools, server, work, key_file, pass_file, gnupg, args.timeout), args)
     finally:
