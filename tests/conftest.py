@@ -163,6 +163,23 @@ def tmp_store_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """mount(size_bytes) -> a fresh directory on a tmpfs of that size (unmounted at teardown; needs root)."""
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        d = tmp_path / f"tmpfs{len(mounted)}"
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], check=True, timeout=30)
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in mounted:
+        subprocess.run(["umount", str(d)], check=False, timeout=30)
+
+
+@pytest.fixture
 def file_store_url(tmp_store_dir: Path) -> str:
     return f"file://{tmp_store_dir}"
 

@@ -120,23 +120,6 @@ def test_sigterm_is_recorded_once(file_store_url, tmp_store_dir, tmp_path) -> No
     assert out == "" and not [p for p in tmp_store_dir.iterdir() if p.name.startswith(".tmp-")]
 
 
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[callable]:
-    """mount(size_bytes) -> a fresh directory on a tmpfs of that size (unmounted at teardown)."""
-    mounted: list[Path] = []
-
-    def mount(size: int) -> Path:
-        d = tmp_path / f"tmpfs{len(mounted)}"
-        d.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], check=True, timeout=30)
-        mounted.append(d)
-        return d
-
-    yield mount
-    for d in mounted:
-        subprocess.run(["umount", str(d)], check=False, timeout=30)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_disk_heals_itself(etcd_cluster_factory, tmpfs, tmp_path, capsys) -> None:
     """keep-last 3 on a volume that holds 4.25 snapshots; then etcd grows by 40%, so one run fails with ENOSPC

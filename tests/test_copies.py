@@ -4,8 +4,6 @@ committed, recorded and pruned on its own; a store failing mid-way fails the run
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +20,6 @@ from kubectl_etcdbackup.stores.s3_store import S3Store
 def metrics_by_store(path: Path) -> dict[tuple[str, str], float]:
     return {(s.name, s.labels.get("store", "")): s.value
             for fam in text_string_to_metric_families(path.read_text()) for s in fam.samples}
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[callable]:
-    mounted: list[Path] = []
-
-    def mount(size: int) -> Path:
-        d = tmp_path / f"tmpfs{len(mounted)}"
-        d.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)], check=True, timeout=30)
-        mounted.append(d)
-        return d
-
-    yield mount
-    for d in mounted:
-        subprocess.run(["umount", str(d)], check=False, timeout=30)
 
 
 def test_copy_url_parameters_are_checked(capsys, tmp_path, file_store_url) -> None:
