@@ -36,6 +36,7 @@ from .keys import Keyring
 from .manifest import SnapshotManifest, format_time, new_snapshot_id, object_name
 from .progress import transfer_progress
 from .sealing import FanOutWriter, Sealed, SealingStream
+from .snapshot_hash import SnapshotHashCheck
 from .stores import ObjectWriter, Store, open_store
 
 _BATCH_BYTES = 1 << 20
@@ -153,6 +154,7 @@ def _read_ahead(batches: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, byt
 class _Streamed:
     sealed: Sealed
     header_revision: int
+    check: SnapshotHashCheck  # etcd's hash and the db's pages, as they streamed by (what --verify status walks)
 
 
 def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOptions, binding: Binding,
@@ -190,7 +192,7 @@ def _stream_to_store(client: EtcdClient, status: EndpointStatus, opts: BackupOpt
     except BaseException:
         fan.abort()
         raise
-    return _Streamed(sealed, revision)
+    return _Streamed(sealed, revision, stream.check)
 
 
 def take_backup(opts: BackupOptions) -> SnapshotManifest:
@@ -228,7 +230,7 @@ def take_backups(opts: BackupOptions) -> list[StoreResult]:
     for endpoint in opts.endpoints:
         live = [r for r in live if r.error is None]
         try:
-            manifest = _snapshot_from(endpoint, opts, live)
+            manifest, check = _snapshot_from(endpoint, opts, live)
         except (EtcdUnavailable, IntegrityError, TruncatedError) as e:
             # A member that is down, dies, stalls or sends a bad stream: try the next one (a partial object was
             # aborted).
@@ -242,16 +244,17 @@ def take_backups(opts: BackupOptions) -> list[StoreResult]:
             opts.warn(f"{problem}; fell back to {endpoint}")
         for r in live:
             if r.error is None:
-                _commit_in(opts, r, copy.deepcopy(manifest), started)
+                _commit_in(opts, r, copy.deepcopy(manifest), check, started)
         return results
     raise EtcdUnavailable("no etcd endpoint could take a snapshot: " + "; ".join(problems))
 
 
-def _commit_in(opts: BackupOptions, result: StoreResult, manifest: SnapshotManifest, started: float) -> None:
+def _commit_in(opts: BackupOptions, result: StoreResult, manifest: SnapshotManifest, check: SnapshotHashCheck,
+               started: float) -> None:
     """Verify the object in this store, then write its manifest there (the commit point)."""
     store = result.store
     try:
-        _verify_new(opts, store, manifest)
+        _verify_new(opts, store, manifest, check)
     except BaseException as e:
         with contextlib.suppress(EtcdBackupError):
             store.delete(object_name(manifest.id))  # our own uncommitted object, never listed
@@ -268,8 +271,10 @@ def _commit_in(opts: BackupOptions, result: StoreResult, manifest: SnapshotManif
     result.manifest = manifest
 
 
-def _snapshot_from(endpoint: str, opts: BackupOptions, targets: list[StoreResult]) -> SnapshotManifest:
-    """Stream one member's snapshot into the store; the manifest describing it, not yet verified nor saved."""
+def _snapshot_from(endpoint: str, opts: BackupOptions, targets: list[StoreResult],
+                   ) -> tuple[SnapshotManifest, SnapshotHashCheck]:
+    """Stream one member's snapshot into the stores; the manifest describing it (not yet verified nor saved) and
+    the checks made while it streamed."""
     client, status = _connect(endpoint, opts)
     with client:
         created = opts.now()
@@ -277,7 +282,7 @@ def _snapshot_from(endpoint: str, opts: BackupOptions, targets: list[StoreResult
         key_count = client.key_count(timeout=max(opts.dial_timeout, 30.0))
         streamed = _stream_to_store(client, status, opts, Binding(snapshot_id, format_time(created),
                                                                   status.cluster_id), targets)
-    return SnapshotManifest(
+    manifest = SnapshotManifest(
         id=snapshot_id, created_at=format_time(created),
         etcd_revision=streamed.header_revision or status.revision, key_count=key_count,
         etcd_version=status.version, cluster_id=status.cluster_id, member_id=status.member_id,
@@ -286,6 +291,7 @@ def _snapshot_from(endpoint: str, opts: BackupOptions, targets: list[StoreResult
         codec="zstd" if opts.compress else "none",
         cipher=CIPHER_NAMES[CIPHER_AES256GCM if opts.key else CIPHER_NONE],
         key_id=opts.key.primary_id.hex() if opts.key else "", duration_seconds=0.0, tool_version=__version__)
+    return manifest, streamed.check
 
 
 def _connect(endpoint: str, opts: BackupOptions) -> tuple[EtcdClient, EndpointStatus]:
@@ -305,7 +311,8 @@ def _connect(endpoint: str, opts: BackupOptions) -> tuple[EtcdClient, EndpointSt
     return client, status
 
 
-def _verify_new(opts: BackupOptions, store: Store, manifest: SnapshotManifest) -> None:
+def _verify_new(opts: BackupOptions, store: Store, manifest: SnapshotManifest, streamed: SnapshotHashCheck,
+                ) -> None:
     """Check the snapshot as stored before it counts. Fills manifest.verified/verification.
 
     status: the db's pages were decoded as they streamed by (sealing.SealingStream); walk them: no read back, no
@@ -314,11 +321,9 @@ def _verify_new(opts: BackupOptions, store: Store, manifest: SnapshotManifest) -
         manifest.verified = True
         manifest.verification = {"level": "hash", "etcd_sha256": "ok"}
         return
-    from .sealing import streamed_check
     from .verify import VerifyResult, check_revision, verify_snapshot
 
-    streamed = streamed_check(manifest.id)
-    if opts.verify == "status" and streamed is not None and streamed.pages is not None:
+    if opts.verify == "status" and streamed.pages is not None:
         started = time.monotonic()
         db = streamed.db_summary(f"snapshot {manifest.id}")
         check_revision(manifest, db.revision)

@@ -15,15 +15,6 @@ from .format import CODEC_NONE, CODEC_ZSTD, DEFAULT_FRAME_SIZE, Binding, FrameSe
 from .snapshot_hash import SnapshotHashCheck
 from .stores import ObjectWriter
 
-_KEEP_CHECKS = 2
-_streamed_checks: dict[str, SnapshotHashCheck] = {}  # snapshot id -> its stream's checks (the last few)
-
-
-def streamed_check(snapshot_id: str) -> SnapshotHashCheck | None:
-    """The hash and page checks of a snapshot this process sealed (None when unknown), so that verifying it, in
-    every store it went to, needs no second read of the object."""
-    return _streamed_checks.get(snapshot_id)
-
 
 @dataclass(frozen=True)
 class Sealed:
@@ -43,7 +34,6 @@ class SealingStream:
         self._sealer = FrameSealer(key, binding, CODEC_ZSTD if compress else CODEC_NONE, frame_size)
         self._compressor = zstandard.ZstdCompressor(level=level).compressobj() if compress else None
         self.check = SnapshotHashCheck(BboltScanner())  # etcd's hash, and the db's pages decoded on the way
-        self._snapshot_id = binding.snapshot_id
         self._stored = hashlib.sha256()
         self._stored_size = 0
 
@@ -60,9 +50,6 @@ class SealingStream:
     def finish(self) -> Sealed:
         self._put(self._sealer.add(self._compressor.flush() if self._compressor else b""))
         self._put(self._sealer.finish(self.check.size, self.check.raw_sha256))
-        _streamed_checks[self._snapshot_id] = self.check
-        while len(_streamed_checks) > _KEEP_CHECKS:
-            del _streamed_checks[next(iter(_streamed_checks))]
         return Sealed(self.check.size, self.check.raw_sha256, self._stored_size, self._stored.hexdigest())
 
 

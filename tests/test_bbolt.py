@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_helpers import backup_args, run_cli, write_key
@@ -156,9 +157,10 @@ class Tree:
                          old[1] if flags is None else flags)
 
 
-def seal_into(store: Store, snap: bytes, ring: Keyring, *, revision: int = 1) -> SnapshotManifest:
+def seal_into(store: Store, snap: bytes, ring: Keyring, *, revision: int = 1, checks: list[Any] | None = None,
+              ) -> SnapshotManifest:
     """Store snap as a snapshot object of the usual kind (zstd + AES-256-GCM), via SealingStream as a backup does;
-    returns its manifest (not saved)."""
+    returns its manifest (not saved). The checks made while streaming are appended to `checks` when given."""
     created = datetime.now(UTC)
     sid = new_snapshot_id(created, "bbolt-test")
     writer = store.writer(object_name(sid))
@@ -168,6 +170,8 @@ def seal_into(store: Store, snap: bytes, ring: Keyring, *, revision: int = 1) ->
     stream.check.check()
     sealed = stream.finish()
     writer.commit()
+    if checks is not None:
+        checks.append(stream.check)
     return SnapshotManifest(
         id=sid, created_at=format_time(created), etcd_revision=revision, key_count=0, etcd_version="3.5.1",
         cluster_id="1", member_id="1", member_endpoint="test", raw_size=sealed.raw_size,
@@ -344,11 +348,12 @@ def test_damaged_snapshot_is_refused_by_backup_verify_and_restore(kind: str, rea
     snap = with_hash(bytes(t.db))  # etcd's hash matches: only the page walk can tell
     ring = Keyring.of(b"k" * 32)
     store = open_store(f"file://{tmp_path / 'store'}", create=True)
-    m = seal_into(store, snap, ring)
+    streamed: list[Any] = []
+    m = seal_into(store, snap, ring, checks=streamed)
     # The backup's default verification: the walk of the pages decoded while streaming.
     opts = BackupOptions(["unused"], store, ring, progress=False)
     with pytest.raises(IntegrityError, match=DAMAGE[kind][1]):
-        backup_mod._verify_new(opts, store, m)
+        backup_mod._verify_new(opts, store, m, streamed[0])
     # verify --verify status: one streaming pass over the stored object.
     with pytest.raises(IntegrityError, match=DAMAGE[kind][1]):
         verify_snapshot(store, m, ring, progress=False)
